@@ -1,0 +1,48 @@
+//! Condition types and reasons: the vocabulary of `status.conditions` and Events.
+
+/// Condition types. `Ready`, `Reconciling` and `Stalled` follow kstatus.
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+    pub const BUILT: &str = "Built";
+}
+
+/// Reasons, used on conditions and Events (CamelCase, as Kubernetes expects).
+pub mod reasons {
+    // Progress.
+    pub const BUILD_STARTED: &str = "BuildStarted";
+    pub const BUILDING: &str = "Building";
+    pub const BUILD_SUCCEEDED: &str = "BuildSucceeded";
+    pub const BUILD_FAILED: &str = "BuildFailed";
+    pub const BUILD_SUPERSEDED: &str = "BuildSuperseded";
+    pub const DIGEST_RESOLVED: &str = "DigestResolved";
+    pub const PROMOTING: &str = "Promoting";
+    pub const PROMOTED: &str = "Promoted";
+    pub const UNCHANGED: &str = "Unchanged";
+    pub const TAG_MOVED: &str = "TagMoved";
+    pub const TARGET_PINNED: &str = "TargetPinned";
+    pub const TARGET_DRIFTED: &str = "TargetDrifted";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const PENDING: &str = "Pending";
+
+    // A person must act.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const INVALID_SECRET: &str = "InvalidSecret";
+    pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+    pub const CONTAINER_NOT_FOUND: &str = "ContainerNotFound";
+    pub const REGISTRY_ACCESS_DENIED: &str = "RegistryAccessDenied";
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    pub const NOMAD_ACCESS_DENIED: &str = "NomadAccessDenied";
+    pub const NOMAD_JOB_NOT_FOUND: &str = "NomadJobNotFound";
+    pub const NOMAD_TASK_NOT_FOUND: &str = "NomadTaskNotFound";
+    pub const NOMAD_NO_IMAGE: &str = "NomadTaskHasNoImage";
+
+    // Transient.
+    pub const KUBERNETES_API_ERROR: &str = "KubernetesAPIError";
+    pub const REGISTRY_ERROR: &str = "RegistryError";
+    pub const NOMAD_ERROR: &str = "NomadError";
+    pub const NOMAD_CONFLICT: &str = "NomadConflict";
+    pub const INTERNAL_ERROR: &str = "InternalError";
+}

@@ -1,0 +1,1 @@
+//! Nomad targets: pin a task's image with check-and-set.
