@@ -34,6 +34,8 @@ const DEFAULT_REVISION_TAG: &str = "{shortRevision}";
     shortname = "sb",
     namespaced,
     status = "ServiceBuildStatus",
+    validation = kube::core::Rule::new("size(self.metadata.name) <= 63")
+        .message("a ServiceBuild name is at most 63 characters: it labels its build Jobs"),
     printcolumn = r#"{"name":"Revision","type":"string","jsonPath":".status.build.shortRevision"}"#,
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.current.shortDigest"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
@@ -325,6 +327,9 @@ pub struct BuildStatus {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The Job's reason, when the build failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -416,9 +421,7 @@ pub fn render_revision_tag(template: &str, revision: &str) -> String {
 
 /// The first [`SHORT_REVISION_LEN`] characters of a revision.
 pub fn short_revision(revision: &str) -> &str {
-    revision
-        .get(..SHORT_REVISION_LEN)
-        .unwrap_or(revision)
+    revision.get(..SHORT_REVISION_LEN).unwrap_or(revision)
 }
 
 /// `sha256:` plus 12 hex characters, for printer columns.

@@ -5,11 +5,19 @@
 //! [`targets`]) → record (status and Events, written only on change).
 
 pub mod api;
+pub mod build;
 pub mod conditions;
+pub mod controller;
+pub mod decide;
 pub mod registry;
+pub mod status;
 pub mod targets;
+pub mod telemetry;
 
 pub use api::{ServiceBuild, ServiceBuildSpec, ServiceBuildStatus};
+
+/// Default image of the init container that fetches the source.
+pub const DEFAULT_CHECKOUT_IMAGE: &str = "alpine/git:2.47.2";
 
 /// Every error monoship can meet, by kind.
 ///
@@ -20,7 +28,10 @@ pub enum Error {
     /// The ServiceBuild, or something it references, is wrong. `reason` is a constant from
     /// [`conditions::reasons`]; `message` says what to change.
     #[error("{message}")]
-    Stalled { reason: &'static str, message: String },
+    Stalled {
+        reason: &'static str,
+        message: String,
+    },
 
     /// A Kubernetes API call failed.
     #[error("Kubernetes API: {0}")]
@@ -67,6 +78,12 @@ impl Error {
             Self::Json(_) => conditions::reasons::INTERNAL_ERROR,
         }
     }
+}
+
+/// Install rustls' ring provider as the process default, once. kube, oci-client and reqwest are
+/// built without a provider of their own, so this must run before the first client is made.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

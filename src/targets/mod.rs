@@ -1,6 +1,7 @@
 //! Targets: where a promoted digest goes. Each module pins one kind of target idempotently:
 //! it reads the target first and writes only when the image is not already `repository@digest`.
 
+pub mod kubernetes;
 pub mod nomad;
 
 /// What pinning one target did.
