@@ -217,6 +217,12 @@ def _handler(api: _Api):
 def render(chart: str, values: dict | None = None, namespace: str = "monoship-system",
            release: str = "monoship") -> list[dict]:
     """Install `chart` into an in-memory API server; return the objects Helm created."""
+    return install(chart, values, namespace, release)[0]
+
+
+def install(chart: str, values: dict | None = None, namespace: str = "monoship-system",
+            release: str = "monoship") -> tuple[list[dict], dict]:
+    """Like render, and also return Helm's release record (manifest, info.notes)."""
     api = _Api()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(api))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -237,17 +243,18 @@ users:
   user: {{token: fake}}
 """
         config = helm_sdkpy.Configuration(namespace=namespace, kubeconfig=kubeconfig)
-        asyncio.run(helm_sdkpy.Install(config).run(
+        result = asyncio.run(helm_sdkpy.Install(config).run(
             release, chart, values=values, wait=False, timeout=60,
         ))
     finally:
         server.shutdown()
         server.server_close()
-    return [
+    objects = [
         o for o in api.created
         if not (o.get("kind") == "Secret"
                 and o.get("metadata", {}).get("labels", {}).get("owner") == "helm")
     ]
+    return objects, result
 
 
 if __name__ == "__main__":

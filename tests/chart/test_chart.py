@@ -21,7 +21,7 @@ import jsonschema
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from render import render  # noqa: E402
+from render import install, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "monoship"
@@ -353,6 +353,19 @@ def service_monitor_is_optional():
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
     assert sm["spec"]["endpoints"][0]["port"] == "metrics"
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+@test
+def notes_explain_how_to_check_and_use_it():
+    objs, release = install(str(CHART), {"watchNamespace": "team-a"}, namespace=RELEASE_NS)
+    notes = release["info"]["notes"]
+    for want in ("rollout status deployment/monoship", "kubectl get sb",
+                 "kind: ServiceBuild", "namespace: team-a", "get lease monoship"):
+        assert want in notes, f"NOTES.txt lacks {want!r}"
+    # The manifest Helm recorded is what it created.
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(release["manifest"]) if d)
+    assert kinds == sorted(o["kind"] for o in objs
+                           if o["kind"] != "CustomResourceDefinition"), kinds
 
 
 # ---------------------------------------------------------------- examples
