@@ -512,6 +512,19 @@ def nomad_example_matches_its_job():
 
 
 @test
+def example_shell_scripts_parse():
+    import subprocess
+
+    scripts = sorted(EXAMPLES.rglob("*.sh")) + [ROOT / "tests" / "chart" / "run.sh"]
+    for script in scripts:
+        subprocess.run(["sh", "-n", str(script)], check=True)
+    for _, sb in servicebuilds():
+        for c in sb["spec"]["build"]["template"]["spec"]["containers"]:
+            if c.get("command", [])[:2] == ["/bin/sh", "-c"]:
+                subprocess.run(["sh", "-n", "-c", c["args"][0]], check=True)
+
+
+@test
 def push_secret_is_a_fake_dockerconfigjson():
     import json
 
