@@ -1,0 +1,3 @@
+module example.com/shop/banana
+
+go 1.22
