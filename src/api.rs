@@ -439,3 +439,88 @@ pub fn is_valid_tag(tag: &str) -> bool {
         && tag.len() <= 128
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const REV: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let spec: ServiceBuildSpec = serde_json::from_value(json!({
+            "source": {"repository": "https://g/m.git", "revision": REV},
+            "build": {"template": {"spec": {"containers": [{"name": "b"}]}}},
+            "image": {"repository": "r.example/s"}
+        }))
+        .unwrap();
+        assert_eq!(spec.history_limit, 10);
+        assert_eq!(spec.image.revision_tag, "{shortRevision}");
+        assert_eq!(spec.build.timeout_seconds, 3600);
+        assert_eq!(spec.build.backoff_limit, 0);
+        assert!(!spec.suspend && spec.targets.is_empty() && spec.image.tags.is_empty());
+    }
+
+    #[test]
+    fn spec_and_status_round_trip() {
+        let spec = json!({
+            "source": {"repository": "https://g/m.git", "revision": REV, "paths": ["services/banana"],
+                       "secretRef": {"name": "git"}},
+            "build": {"template": {"spec": {"containers": [{"name": "b", "image": "i"}]}},
+                      "timeoutSeconds": 60, "backoffLimit": 1},
+            "image": {"repository": "r.example/s", "tags": ["latest"], "revisionTag": "git-{revision}",
+                      "pushSecretRef": {"name": "push"}},
+            "targets": [
+                {"kubernetes": {"kind": "StatefulSet", "name": "s", "namespace": "n", "container": "c"}},
+                {"nomad": {"address": "http://n:4646", "namespace": "ns", "region": "eu", "job": "j",
+                           "group": "g", "task": "t", "tokenSecretRef": {"name": "tok", "key": "k"},
+                           "caSecretRef": {"name": "ca"}}}
+            ],
+            "suspend": true,
+            "historyLimit": 3
+        });
+        let parsed: ServiceBuildSpec = serde_json::from_value(spec.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), spec);
+
+        let status = json!({
+            "observedGeneration": 2,
+            "phase": "Unchanged",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Unchanged", "message": "m",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 2}],
+            "build": {"revision": REV, "shortRevision": &REV[..12], "jobName": "s-1", "digest": "sha256:ab",
+                      "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:01:00Z"},
+            "current": {"digest": "sha256:ab", "shortDigest": "sha256:ab", "revision": REV,
+                        "promotedAt": "2026-01-01T00:02:00Z"},
+            "targets": [{"target": "Deployment/n/s:c", "digest": "sha256:ab", "inSync": true,
+                         "jobModifyIndex": 7, "evalId": "e"}],
+            "history": [{"revision": REV, "digest": "sha256:ab", "promoted": false, "at": "2026-01-01T00:02:00Z"}]
+        });
+        let parsed: ServiceBuildStatus = serde_json::from_value(status.clone()).unwrap();
+        assert_eq!(parsed.phase, Some(Phase::Unchanged));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), status);
+    }
+
+    #[test]
+    fn revision_tags_are_rendered() {
+        assert_eq!(render_revision_tag("{shortRevision}", REV), "0123456789ab");
+        assert_eq!(render_revision_tag("git-{revision}", REV), format!("git-{REV}"));
+        assert_eq!(render_revision_tag("v1-{shortRevision}-{shortRevision}", REV), "v1-0123456789ab-0123456789ab");
+        assert_eq!(render_revision_tag("fixed", REV), "fixed");
+        assert!(is_valid_tag(&render_revision_tag("git-{revision}", REV)));
+        assert!(!is_valid_tag(&render_revision_tag("{revision}{revision}{revision}{revision}", REV)));
+        assert!(!is_valid_tag("-x") && !is_valid_tag(".x") && !is_valid_tag("") && !is_valid_tag("a/b"));
+    }
+
+    #[test]
+    fn ids_and_short_forms() {
+        let target: Target = serde_json::from_value(json!(
+            {"kubernetes": {"kind": "CronJob", "name": "s", "container": "c"}})).unwrap();
+        assert_eq!(target.id("shop"), "CronJob/shop/s:c");
+        let nomad: Target = serde_json::from_value(json!(
+            {"nomad": {"address": "http://n", "job": "j", "group": "g", "task": "t"}})).unwrap();
+        assert_eq!(nomad.id("shop"), "nomad:default/j/g/t");
+        assert_eq!(short_digest(&format!("sha256:{}", "ab".repeat(32))), "sha256:abababababab");
+        assert_eq!(short_revision("abc"), "abc");
+    }
+}

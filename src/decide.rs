@@ -114,3 +114,103 @@ pub fn decide(observed: Observed<'_>) -> Plan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BuildStatus, CurrentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const REV: &str = "1111111111111111111111111111111111111111";
+    const OLD: &str = "2222222222222222222222222222222222222222";
+    const D1: &str = "sha256:aaaa";
+    const D2: &str = "sha256:bbbb";
+
+    fn spec(suspend: bool) -> ServiceBuildSpec {
+        serde_json::from_value(serde_json::json!({
+            "source": {"repository": "file:///repo", "revision": REV},
+            "build": {"template": {"spec": {"containers": [{"name": "b"}]}}},
+            "image": {"repository": "r.example/banana"},
+            "suspend": suspend,
+        }))
+        .unwrap()
+    }
+
+    fn build(revision: &str, rebuild: Option<&str>, digest: Option<&str>, failed: bool) -> BuildStatus {
+        BuildStatus {
+            revision: revision.into(),
+            rebuild: rebuild.map(Into::into),
+            job_name: "job".into(),
+            digest: digest.map(Into::into),
+            failure_reason: failed.then(|| "BackoffLimitExceeded".into()),
+            message: failed.then(|| "exit 1".into()),
+            ..BuildStatus::default()
+        }
+    }
+
+    fn current(digest: &str, promoted: bool) -> CurrentStatus {
+        CurrentStatus {
+            digest: digest.into(),
+            short_digest: digest.into(),
+            revision: OLD.into(),
+            promoted_at: promoted.then(|| Time(jiff::Timestamp::UNIX_EPOCH)),
+        }
+    }
+
+    fn status(build: Option<BuildStatus>, current: Option<CurrentStatus>) -> ServiceBuildStatus {
+        ServiceBuildStatus {
+            build,
+            current,
+            ..ServiceBuildStatus::default()
+        }
+    }
+
+    fn failed() -> JobState {
+        JobState::Failed {
+            reason: "BackoffLimitExceeded".into(),
+            message: "exit 1".into(),
+        }
+    }
+
+    /// Each row: what was observed, and the step that must follow.
+    #[test]
+    fn decision_table() {
+        use JobState::*;
+        let promote = |d: &str| Plan::Promote { digest: d.into() };
+        let settle = |d: &str| Plan::Settle { digest: d.into() };
+        let record_failure = Plan::RecordFailure {
+            reason: "BackoffLimitExceeded".into(),
+            message: "exit 1".into(),
+        };
+        #[rustfmt::skip]
+        let rows: Vec<(&str, bool, ServiceBuildStatus, Option<&str>, JobState, Plan)> = vec![
+            ("suspended does nothing, whatever else", true, status(None, None), None, Succeeded, Plan::Suspend),
+            ("new object: build", false, status(None, None), None, Missing, Plan::CreateJob),
+            ("new revision: build", false, status(Some(build(OLD, None, Some(D1), false)), Some(current(D1, true))), None, Missing, Plan::CreateJob),
+            ("job created, status not yet", false, status(None, None), None, Running, Plan::AwaitJob),
+            ("job runs", false, status(Some(build(REV, None, None, false)), None), None, Running, Plan::AwaitJob),
+            ("job failed", false, status(Some(build(REV, None, None, false)), None), None, failed(), record_failure.clone()),
+            ("failure recorded, job gone: stays failed", false, status(Some(build(REV, None, None, true)), None), None, Missing, record_failure.clone()),
+            ("failure recorded, new rebuild token: build", false, status(Some(build(REV, None, None, true)), None), Some("2"), Missing, Plan::CreateJob),
+            ("same revision, same token as failed: no retry", false, status(Some(build(REV, Some("2"), None, true)), None), Some("2"), Missing, record_failure.clone()),
+            ("job succeeded: resolve", false, status(Some(build(REV, None, None, false)), None), None, Succeeded, Plan::ResolveDigest),
+            ("job succeeded before status caught up", false, status(Some(build(OLD, None, Some(D1), false)), Some(current(D1, true))), None, Succeeded, Plan::ResolveDigest),
+            ("first digest: promote", false, status(Some(build(REV, None, Some(D1), false)), None), None, Missing, promote(D1)),
+            ("new digest: promote", false, status(Some(build(REV, None, Some(D2), false)), Some(current(D1, true))), None, Missing, promote(D2)),
+            ("same digest, promoted: settle (unchanged)", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, true))), None, Missing, settle(D1)),
+            ("promotion interrupted: resume", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, false))), None, Missing, promote(D1)),
+            ("digest known: the job no longer matters", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, true))), None, failed(), settle(D1)),
+            ("old build's digest is never promoted", false, status(Some(build(OLD, None, Some(D2), false)), Some(current(D1, true))), None, Running, Plan::AwaitJob),
+        ];
+        for (name, suspend, status, rebuild, job, expected) in rows {
+            let spec = spec(suspend);
+            let plan = decide(Observed {
+                spec: &spec,
+                status: &status,
+                rebuild,
+                job: &job,
+            });
+            assert_eq!(plan, expected, "{name}");
+        }
+    }
+}

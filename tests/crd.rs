@@ -302,3 +302,14 @@ fn defaults_are_in_the_schema() {
         3600
     );
 }
+
+#[test]
+fn the_chart_ships_the_same_crd() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let top = std::fs::read(format!("{root}/crds/servicebuild.yaml")).unwrap();
+    let chart = std::fs::read(format!("{root}/charts/monoship/crds/servicebuild.yaml")).unwrap();
+    assert!(
+        top == chart,
+        "charts/monoship/crds/servicebuild.yaml differs from crds/servicebuild.yaml: copy it"
+    );
+}
