@@ -504,23 +504,39 @@ mod tests {
     #[test]
     fn revision_tags_are_rendered() {
         assert_eq!(render_revision_tag("{shortRevision}", REV), "0123456789ab");
-        assert_eq!(render_revision_tag("git-{revision}", REV), format!("git-{REV}"));
-        assert_eq!(render_revision_tag("v1-{shortRevision}-{shortRevision}", REV), "v1-0123456789ab-0123456789ab");
+        assert_eq!(
+            render_revision_tag("git-{revision}", REV),
+            format!("git-{REV}")
+        );
+        assert_eq!(
+            render_revision_tag("v1-{shortRevision}-{shortRevision}", REV),
+            "v1-0123456789ab-0123456789ab"
+        );
         assert_eq!(render_revision_tag("fixed", REV), "fixed");
         assert!(is_valid_tag(&render_revision_tag("git-{revision}", REV)));
-        assert!(!is_valid_tag(&render_revision_tag("{revision}{revision}{revision}{revision}", REV)));
-        assert!(!is_valid_tag("-x") && !is_valid_tag(".x") && !is_valid_tag("") && !is_valid_tag("a/b"));
+        assert!(!is_valid_tag(&render_revision_tag(
+            "{revision}{revision}{revision}{revision}",
+            REV
+        )));
+        assert!(
+            !is_valid_tag("-x") && !is_valid_tag(".x") && !is_valid_tag("") && !is_valid_tag("a/b")
+        );
     }
 
     #[test]
     fn ids_and_short_forms() {
         let target: Target = serde_json::from_value(json!(
-            {"kubernetes": {"kind": "CronJob", "name": "s", "container": "c"}})).unwrap();
+            {"kubernetes": {"kind": "CronJob", "name": "s", "container": "c"}}))
+        .unwrap();
         assert_eq!(target.id("shop"), "CronJob/shop/s:c");
         let nomad: Target = serde_json::from_value(json!(
-            {"nomad": {"address": "http://n", "job": "j", "group": "g", "task": "t"}})).unwrap();
+            {"nomad": {"address": "http://n", "job": "j", "group": "g", "task": "t"}}))
+        .unwrap();
         assert_eq!(nomad.id("shop"), "nomad:default/j/g/t");
-        assert_eq!(short_digest(&format!("sha256:{}", "ab".repeat(32))), "sha256:abababababab");
+        assert_eq!(
+            short_digest(&format!("sha256:{}", "ab".repeat(32))),
+            "sha256:abababababab"
+        );
         assert_eq!(short_revision("abc"), "abc");
     }
 }

@@ -376,7 +376,10 @@ mod tests {
         ]}}));
         let job = build_job(&sb, None, &settings()).unwrap();
         let meta = &job.metadata;
-        assert_eq!(meta.name.as_deref(), Some(job_name("banana", REV, None).as_str()));
+        assert_eq!(
+            meta.name.as_deref(),
+            Some(job_name("banana", REV, None).as_str())
+        );
         assert_eq!(meta.labels.as_ref().unwrap()[SERVICEBUILD_LABEL], "banana");
         assert_eq!(meta.labels.as_ref().unwrap()[REVISION_LABEL], REV);
         let owner = &meta.owner_references.as_ref().unwrap()[0];
@@ -390,26 +393,60 @@ mod tests {
 
         let build = &pod.containers[0];
         let env = env_of(build);
-        assert_eq!(env["MONOSHIP_IMAGE"], format!("registry.example/shop/banana:{}", &REV[..12]));
+        assert_eq!(
+            env["MONOSHIP_IMAGE"],
+            format!("registry.example/shop/banana:{}", &REV[..12])
+        );
         assert_eq!(env["MONOSHIP_REVISION"], REV);
         assert_eq!(env["MONOSHIP_SHORT_REVISION"], &REV[..12]);
         assert_eq!(env["MONOSHIP_SERVICE"], "banana");
-        assert_eq!(env["MONOSHIP_SOURCE_REPOSITORY"], "https://git.example/mono.git");
+        assert_eq!(
+            env["MONOSHIP_SOURCE_REPOSITORY"],
+            "https://git.example/mono.git"
+        );
         assert_eq!(env["DOCKER_CONFIG"], PUSH_SECRET_DIR);
-        assert_eq!(env["REGISTRY_AUTH_FILE"], format!("{PUSH_SECRET_DIR}/config.json"));
-        assert_eq!(build.env.as_ref().unwrap().iter().filter(|e| e.name == "MONOSHIP_IMAGE").count(), 1);
+        assert_eq!(
+            env["REGISTRY_AUTH_FILE"],
+            format!("{PUSH_SECRET_DIR}/config.json")
+        );
+        assert_eq!(
+            build
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|e| e.name == "MONOSHIP_IMAGE")
+                .count(),
+            1
+        );
         assert_eq!(build.working_dir.as_deref(), Some(WORKSPACE));
-        let mounts: Vec<_> = build.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+        let mounts: Vec<_> = build
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
         assert_eq!(mounts, [WORKSPACE, PUSH_SECRET_DIR]);
 
         let init = &pod.init_containers.unwrap()[0];
         assert_eq!(init.name, CHECKOUT_CONTAINER);
         assert_eq!(init.image.as_deref(), Some("alpine/git:test"));
-        let init_mounts: Vec<_> = init.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+        let init_mounts: Vec<_> = init
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
         assert_eq!(init_mounts, [WORKSPACE, GIT_SECRET_DIR]);
         let volumes = pod.volumes.unwrap();
-        let push = volumes.iter().find(|v| v.name == PUSH_SECRET_VOLUME).unwrap();
-        assert_eq!(push.secret.as_ref().unwrap().secret_name.as_deref(), Some("push"));
+        let push = volumes
+            .iter()
+            .find(|v| v.name == PUSH_SECRET_VOLUME)
+            .unwrap();
+        assert_eq!(
+            push.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("push")
+        );
     }
 
     #[test]
@@ -418,7 +455,13 @@ mod tests {
             "metadata": {"annotations": {CHECKOUT_ANNOTATION: "false"}},
             "spec": {"automountServiceAccountToken": true, "containers": [{"name": "build"}]}
         }));
-        let pod = build_job(&sb, None, &settings()).unwrap().spec.unwrap().template.spec.unwrap();
+        let pod = build_job(&sb, None, &settings())
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
         assert!(pod.init_containers.unwrap_or_default().is_empty());
         assert_eq!(pod.automount_service_account_token, Some(true));
     }
@@ -442,8 +485,13 @@ mod tests {
             JobState::Succeeded
         );
         assert_eq!(
-            job_state(Some(&job(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}])))),
-            JobState::Failed { reason: "DeadlineExceeded".into(), message: "too slow".into() }
+            job_state(Some(&job(
+                json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}])
+            ))),
+            JobState::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "too slow".into()
+            }
         );
         assert_eq!(
             job_state(Some(&job(json!([{"type": "Failed", "status": "False"}])))),

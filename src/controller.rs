@@ -6,7 +6,6 @@
 //! reconcile that finds everything in place writes nothing at all.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::api::{
@@ -31,11 +31,14 @@ use crate::api::{
 use crate::build::{BuildSettings, build_job, job_name, job_state, push_reference};
 use crate::conditions::{reasons, types};
 use crate::decide::{JobState, Observed, Plan, build_is_current, decide};
+use crate::lease::Leadership;
+use crate::metrics::{Metrics, ResultLabels};
 use crate::registry::{RegistryAuth, RegistryClient, RetagOutcome};
 use crate::status::{Note, Summary, record_history, set_condition, summarize, transition_notes};
 use crate::targets::kubernetes::{self, Workload};
 use crate::targets::nomad::{NomadAccess, NomadClient};
 use crate::targets::{PinOutcome, pinned_reference};
+use crate::telemetry::Health;
 use crate::{Error, Result};
 
 /// How often a settled ServiceBuild is looked at again, to find drifted targets.
@@ -81,11 +84,18 @@ pub struct Context {
     registry: RegistryClient,
     recorder: Recorder,
     settings: Settings,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
     failures: Mutex<HashMap<ObjectRef<ServiceBuild>, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        leadership: Leadership,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: settings.reporter.clone(),
             instance: settings.instance.clone(),
@@ -95,16 +105,32 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
+            leadership,
+            metrics,
             failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Every write is preceded by this check: a replica that lost the Lease stops at once.
+    fn ensure_leader(&self) -> Result<()> {
+        if self.leadership.is_leader() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
         }
     }
 }
 
-/// Run the controller until `shutdown` completes.
+/// Run the controller until `shutdown` is cancelled. It reconciles only while `leadership`
+/// says this replica leads; when the Lease is lost, the controller stops and waits to lead
+/// again.
 pub async fn run(
     client: Client,
     settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: CancellationToken,
 ) {
     let (servicebuilds, jobs) = match &settings.namespace {
         Some(ns) => (
@@ -113,18 +139,55 @@ pub async fn run(
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let context = Arc::new(Context::new(client, settings));
-    Controller::new(servicebuilds, watcher::Config::default().any_semantic())
-        .owns(jobs, watcher::Config::default().labels(SERVICEBUILD_LABEL))
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(servicebuild = %object, "reconciled"),
-                Err(error) => debug!(%error, "reconcile did not complete"),
+    let context = Arc::new(Context::new(client, settings, leadership.clone(), metrics));
+    loop {
+        let mut waiting = leadership.clone();
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = waiting.wait_for(true) => {}
+        }
+        info!("leading: starting the controller");
+        let stop = {
+            let shutdown = shutdown.clone();
+            let mut lost = leadership.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = lost.wait_for(false) => {}
+                }
             }
-        })
-        .await;
+        };
+        let controller = Controller::new(
+            servicebuilds.clone(),
+            watcher::Config::default().any_semantic(),
+        )
+        .owns(
+            jobs.clone(),
+            watcher::Config::default().labels(SERVICEBUILD_LABEL),
+        );
+        let store = controller.store();
+        let synced = {
+            let health = health.clone();
+            tokio::spawn(async move {
+                if store.wait_until_ready().await.is_ok() {
+                    health.set_synced(true);
+                }
+            })
+        };
+        controller
+            .graceful_shutdown_on(stop)
+            .run(reconcile, error_policy, context.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((object, _)) => debug!(servicebuild = %object, "reconciled"),
+                    Err(error) => debug!(%error, "reconcile did not complete"),
+                }
+            })
+            .await;
+        synced.abort();
+        health.set_synced(false);
+        info!("the controller stopped");
+    }
 }
 
 /// One reconcile of one ServiceBuild.
@@ -135,12 +198,32 @@ pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Actio
         name = sb.name_any(),
         revision = short_revision(&sb.spec.source.revision),
     );
-    async move {
+    let started = std::time::Instant::now();
+    let outcome = reconcile_inner(&sb, &ctx).instrument(span).await;
+    let result = match &outcome {
+        Ok((_, true)) => "stalled",
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    let labels = ResultLabels { result };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    outcome.map(|(action, _)| action)
+}
+
+/// The reconcile proper; the flag says whether it ended Stalled.
+async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Arc<Context>) -> Result<(Action, bool)> {
+    {
         if sb.meta().deletion_timestamp.is_some() {
-            return Ok(Action::await_change());
+            return Ok((Action::await_change(), false));
         }
-        let mut run = Run::new(&sb, &ctx)?;
+        let mut run = Run::new(sb, ctx)?;
         let outcome = run.pipeline().await;
+        let stalled = outcome.as_ref().is_err_and(Error::is_stalled)
+            || run.status.phase == Some(Phase::Failed);
         let action = match outcome {
             Ok(action) => action,
             Err(error) if error.is_stalled() => {
@@ -192,10 +275,8 @@ pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Actio
         if let Ok(mut failures) = ctx.failures.lock() {
             failures.remove(&ObjectRef::from_obj(sb.as_ref()));
         }
-        Ok(action)
+        Ok((action, stalled))
     }
-    .instrument(span)
-    .await
 }
 
 /// Transient faults are retried with exponential backoff per ServiceBuild.
@@ -360,6 +441,7 @@ impl<'a> Run<'a> {
         self.check_references().await?;
         let job = build_job(self.sb, self.rebuild.as_deref(), &self.ctx.settings.build)?;
         let name = self.wanted_job_name();
+        self.ctx.ensure_leader()?;
         self.supersede_jobs(&name).await?;
         match self.jobs().create(&PostParams::default(), &job).await {
             Ok(_) => info!(job = %name, "created build Job"),
@@ -536,6 +618,7 @@ impl<'a> Run<'a> {
         if !spec.image.tags.is_empty() {
             let auth = self.push_auth().await?;
             for tag in &spec.image.tags {
+                self.ctx.ensure_leader()?;
                 let outcome = self
                     .ctx
                     .registry
@@ -668,6 +751,7 @@ impl<'a> Run<'a> {
                     entry.message = None;
                 }
                 Ok(PinOutcome::Pinned(pinned)) => {
+                    self.ctx.metrics.target_write(target_kind(target), "pinned");
                     let was = pinned
                         .previous_image
                         .unwrap_or_else(|| "no image".to_owned());
@@ -694,6 +778,7 @@ impl<'a> Run<'a> {
                     };
                 }
                 Err(error) => {
+                    self.ctx.metrics.target_write(target_kind(target), "failed");
                     entry.in_sync = false;
                     entry.message = Some(error.to_string());
                     first_error.get_or_insert(error);
@@ -706,6 +791,7 @@ impl<'a> Run<'a> {
     }
 
     async fn pin_target(&self, target: &Target, image: &str) -> Result<PinOutcome> {
+        self.ctx.ensure_leader()?;
         if let Some(k8s) = &target.kubernetes {
             let workload = Workload::new(k8s, &self.namespace);
             return kubernetes::pin_target(&self.ctx.client, &workload, image).await;
@@ -819,6 +905,7 @@ impl<'a> Run<'a> {
 
     /// Write the status if it changed, then publish the Events it implies.
     async fn flush(&mut self) -> Result<()> {
+        self.ctx.ensure_leader()?;
         if self.status != self.written {
             let api: Api<ServiceBuild> = Api::namespaced(self.client(), &self.namespace);
             let body = json!({
@@ -839,6 +926,7 @@ impl<'a> Run<'a> {
         }
         let reference = self.sb.object_ref(&());
         for note in self.notes.drain(..) {
+            self.ctx.metrics.count(note.reason);
             let event = Event {
                 type_: if note.warning {
                     EventType::Warning
@@ -855,6 +943,14 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
+    }
+}
+
+fn target_kind(target: &Target) -> &'static str {
+    if target.nomad.is_some() {
+        "nomad"
+    } else {
+        "kubernetes"
     }
 }
 

@@ -136,7 +136,12 @@ mod tests {
         .unwrap()
     }
 
-    fn build(revision: &str, rebuild: Option<&str>, digest: Option<&str>, failed: bool) -> BuildStatus {
+    fn build(
+        revision: &str,
+        rebuild: Option<&str>,
+        digest: Option<&str>,
+        failed: bool,
+    ) -> BuildStatus {
         BuildStatus {
             revision: revision.into(),
             rebuild: rebuild.map(Into::into),

@@ -5,10 +5,13 @@
 //! [`targets`]) → record (status and Events, written only on change).
 
 pub mod api;
+pub mod app;
 pub mod build;
 pub mod conditions;
 pub mod controller;
 pub mod decide;
+pub mod lease;
+pub mod metrics;
 pub mod registry;
 pub mod status;
 pub mod targets;
@@ -49,6 +52,10 @@ pub enum Error {
     #[error("Nomad job {job}: {message}")]
     Nomad { job: String, message: String },
 
+    /// This replica does not hold the leader Lease (any more): it must not write.
+    #[error("this replica is not the leader")]
+    NotLeader,
+
     /// Encoding or decoding JSON failed.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -75,7 +82,7 @@ impl Error {
             Self::Kube(_) => conditions::reasons::KUBERNETES_API_ERROR,
             Self::Registry { .. } => conditions::reasons::REGISTRY_ERROR,
             Self::Nomad { .. } => conditions::reasons::NOMAD_ERROR,
-            Self::Json(_) => conditions::reasons::INTERNAL_ERROR,
+            Self::Json(_) | Self::NotLeader => conditions::reasons::INTERNAL_ERROR,
         }
     }
 }

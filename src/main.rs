@@ -2,11 +2,15 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
+use monoship::app::Options;
 use monoship::build::BuildSettings;
-use monoship::controller::{self, Settings};
+use monoship::controller::Settings;
+use monoship::lease::LeaseSettings;
+use tokio_util::sync::CancellationToken;
 
 /// monoship: build each service of a monorepo per commit, and promote an image only when its
 /// digest changed.
@@ -56,6 +60,35 @@ struct RunArgs {
     /// This replica's name, in Events and the leader Lease.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// Elect a leader on a Lease, so that several replicas can run and only one acts.
+    #[arg(long, env = "MONOSHIP_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Name of the leader Lease.
+    #[arg(long, env = "MONOSHIP_LEASE_NAME", default_value = "monoship")]
+    lease_name: String,
+    /// Namespace of the leader Lease (default: this pod's namespace).
+    #[arg(long, env = "MONOSHIP_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long the Lease holds without renewal.
+    #[arg(long, env = "MONOSHIP_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How long the leader retries renewal before it stops acting.
+    #[arg(long, env = "MONOSHIP_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    renew_deadline: Duration,
+    /// How often the leader renews, and a standby tries to acquire.
+    #[arg(long, env = "MONOSHIP_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    retry_period: Duration,
+    /// How often a settled ServiceBuild is checked for drifted targets.
+    #[arg(long, env = "MONOSHIP_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
+    resync_period: Duration,
+}
+
+/// `15s`, `2m`, `1h 30m` (jiff's friendly format).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|error| format!("{text:?} is not a duration like 15s or 2m: {error}"))?;
+    Duration::try_from(duration).map_err(|_| format!("{text:?} must not be negative"))
 }
 
 fn main() -> ExitCode {
@@ -95,6 +128,30 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
     monoship::telemetry::init(matches!(args.log_format, LogFormat::Json))?;
     monoship::install_crypto_provider();
     let client = kube::Client::try_default().await?;
+    let election = if args.leader_election {
+        let identity = args
+            .pod_name
+            .clone()
+            .ok_or("--leader-election needs this replica's name: set POD_NAME or --pod-name")?;
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        if args.renew_deadline >= args.lease_duration {
+            return Err("--renew-deadline must be shorter than --lease-duration".into());
+        }
+        Some(LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace,
+            identity,
+            lease_duration: args.lease_duration,
+            renew_deadline: args.renew_deadline,
+            retry_period: args.retry_period,
+        })
+    } else {
+        None
+    };
     let settings = Settings {
         namespace: args.namespace,
         insecure_registries: args.insecure_registries,
@@ -102,14 +159,26 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
             checkout_image: args.checkout_image,
         },
         instance: args.pod_name,
+        resync: args.resync_period,
         ..Settings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
     tracing::info!(addr = %args.metrics_addr, "serving /metrics, /healthz and /readyz");
-    let health = monoship::telemetry::Health::default();
-    tokio::spawn(monoship::telemetry::serve(listener, health.clone()));
-    health.set_ready(true);
-    controller::run(client, settings, monoship::telemetry::shutdown_signal()).await;
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            monoship::telemetry::shutdown_signal().await;
+            shutdown.cancel();
+        });
+    }
+    let options = Options {
+        settings,
+        endpoints: Some(listener),
+        election,
+        metrics: Default::default(),
+    };
+    monoship::app::run(client, options, shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }

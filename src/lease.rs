@@ -1,0 +1,233 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, as client-go does it: acquire when the
+//! Lease is free or expired, renew well within its duration, and write only through a replace
+//! guarded by `resourceVersion`, so two replicas can never both believe they hold it.
+//!
+//! [`Leadership`] is what the rest of the controller sees: whether this replica may act now.
+//! It turns false the moment a renewal fails past the renew deadline, before anything else.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Api;
+use kube::api::PostParams;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// Timing of the election (client-go's defaults).
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    /// This replica's identity, usually the pod name.
+    pub identity: String,
+    /// How long a Lease holds without renewal.
+    pub lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops acting.
+    pub renew_deadline: Duration,
+    /// How often to renew, and how often a standby tries to acquire.
+    pub retry_period: Duration,
+}
+
+/// Whether this replica may act now. Cheap to clone and to check before every write.
+#[derive(Clone, Debug)]
+pub struct Leadership {
+    leader: Arc<AtomicBool>,
+    decided: Arc<AtomicBool>,
+    changes: watch::Receiver<bool>,
+}
+
+impl Leadership {
+    /// For a single replica without election: always the leader.
+    pub fn always() -> Self {
+        let (_, changes) = watch::channel(true);
+        Self {
+            leader: Arc::new(AtomicBool::new(true)),
+            decided: Arc::new(AtomicBool::new(true)),
+            changes,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// Whether the first election round has finished (this replica is leader or standby).
+    pub fn is_decided(&self) -> bool {
+        self.decided.load(Ordering::SeqCst)
+    }
+
+    /// Wait until leadership equals `leader`.
+    pub async fn wait_for(&mut self, leader: bool) {
+        // An error means the elector is gone; then nothing will change any more.
+        let _ = self.changes.wait_for(|l| *l == leader).await;
+    }
+}
+
+/// The elector's side of [`Leadership`].
+struct Elector {
+    leader: Arc<AtomicBool>,
+    decided: Arc<AtomicBool>,
+    changes: watch::Sender<bool>,
+}
+
+impl Elector {
+    fn set(&self, leader: bool) {
+        self.decided.store(true, Ordering::SeqCst);
+        if self.leader.swap(leader, Ordering::SeqCst) != leader {
+            if leader {
+                info!("acquired the leader lease");
+            } else {
+                warn!("lost the leader lease; stopping all actions");
+            }
+        }
+        self.changes.send_replace(leader);
+    }
+}
+
+/// Start electing. The returned [`Leadership`] follows the Lease until `shutdown` completes;
+/// then a held Lease is released, so a standby takes over at once.
+pub fn elect(
+    api: Api<Lease>,
+    settings: LeaseSettings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (Leadership, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = watch::channel(false);
+    let leader = Arc::new(AtomicBool::new(false));
+    let decided = Arc::new(AtomicBool::new(false));
+    let elector = Elector {
+        leader: leader.clone(),
+        decided: decided.clone(),
+        changes: tx,
+    };
+    let leadership = Leadership {
+        leader,
+        decided,
+        changes: rx,
+    };
+    let task = tokio::spawn(async move {
+        tokio::pin!(shutdown);
+        let mut last_renewal: Option<Instant> = None;
+        loop {
+            match try_acquire_or_renew(&api, &settings).await {
+                Ok(true) => {
+                    last_renewal = Some(Instant::now());
+                    elector.set(true);
+                }
+                Ok(false) => {
+                    last_renewal = None;
+                    elector.set(false);
+                }
+                Err(error) => {
+                    debug!(%error, "lease round failed");
+                    let expired =
+                        last_renewal.is_none_or(|t| t.elapsed() >= settings.renew_deadline);
+                    if expired {
+                        last_renewal = None;
+                        elector.set(false);
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(settings.retry_period) => {}
+            }
+        }
+        if elector.leader.load(Ordering::SeqCst) {
+            elector.set(false);
+            if let Err(error) = release(&api, &settings).await {
+                warn!(%error, "could not release the leader lease");
+            } else {
+                info!("released the leader lease");
+            }
+        }
+    });
+    (leadership, task)
+}
+
+fn now() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+fn duration_seconds(duration: Duration) -> i32 {
+    i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)
+}
+
+/// One election round: `Ok(true)` when this replica holds the Lease afterwards.
+async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) -> kube::Result<bool> {
+    let Some(mut lease) = api.get_opt(&settings.name).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(settings.name.clone()),
+                namespace: Some(settings.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(settings.identity.clone()),
+                lease_duration_seconds: Some(duration_seconds(settings.lease_duration)),
+                acquire_time: Some(now()),
+                renew_time: Some(now()),
+                lease_transitions: Some(0),
+                ..LeaseSpec::default()
+            }),
+        };
+        return match api.create(&PostParams::default(), &lease).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
+        };
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+    let ours = holder.as_deref() == Some(settings.identity.as_str());
+    if !ours && holder.is_some() && !expired(spec) {
+        return Ok(false);
+    }
+    if !ours {
+        spec.holder_identity = Some(settings.identity.clone());
+        spec.acquire_time = Some(now());
+        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+    }
+    spec.lease_duration_seconds = Some(duration_seconds(settings.lease_duration));
+    spec.renew_time = Some(now());
+    // The replace carries the resourceVersion read above: a concurrent writer makes it fail
+    // with 409, and this round is lost rather than shared.
+    match api
+        .replace(&settings.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+fn expired(spec: &LeaseSpec) -> bool {
+    let Some(renewed) = spec.renew_time.as_ref() else {
+        return true;
+    };
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    let deadline = renewed
+        .0
+        .checked_add(jiff::SignedDuration::from_secs(duration))
+        .unwrap_or(renewed.0);
+    jiff::Timestamp::now() > deadline
+}
+
+async fn release(api: &Api<Lease>, settings: &LeaseSettings) -> kube::Result<()> {
+    let Some(mut lease) = api.get_opt(&settings.name).await? else {
+        return Ok(());
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(settings.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(now());
+    api.replace(&settings.name, &PostParams::default(), &lease)
+        .await
+        .map(|_| ())
+}
