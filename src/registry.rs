@@ -43,6 +43,9 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for one whole operation (which may be several requests, e.g. HEAD then GET).
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// At most this many distinct credentials keep a cached client.
+const MAX_CLIENTS: usize = 64;
+
 /// Credentials for one registry.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub enum RegistryAuth {
@@ -254,6 +257,10 @@ impl RegistryClient {
             .clients
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Rotated secrets leave stale entries behind; start over rather than grow without bound.
+        if clients.len() >= MAX_CLIENTS && !clients.contains_key(auth) {
+            clients.clear();
+        }
         clients
             .entry(auth.clone())
             .or_insert_with(|| oci_client::Client::new(self.config()))
@@ -743,6 +750,88 @@ mod tests {
         ] {
             assert!(MANIFEST_MEDIA_TYPES.contains(&media_type), "{media_type}");
         }
+    }
+
+    fn class(error: OciDistributionError) -> (Option<u16>, &'static str) {
+        let (status, failure) = classify(error);
+        let kind = match failure {
+            Failure::Denied(_) => "denied",
+            Failure::NotFound(_) => "not found",
+            Failure::Transient(_) => "transient",
+        };
+        (status, kind)
+    }
+
+    fn envelope(code: &str) -> OciDistributionError {
+        let json = format!(r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#);
+        OciDistributionError::RegistryError {
+            envelope: serde_json::from_str(&json).unwrap(),
+            url: "http://r/v2/x/manifests/t".into(),
+        }
+    }
+
+    fn server(code: u16) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://r/v2/x/manifests/t".into(),
+            message: "boom".into(),
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_by_status_and_code() {
+        let unauthorized = OciDistributionError::UnauthorizedError { url: "u".into() };
+        assert_eq!(class(unauthorized), (Some(401), "denied"));
+        assert_eq!(class(envelope("DENIED")), (Some(403), "denied"));
+        assert_eq!(class(envelope("UNAUTHORIZED")), (Some(401), "denied"));
+        assert_eq!(
+            class(envelope("MANIFEST_UNKNOWN")),
+            (Some(404), "not found")
+        );
+        assert_eq!(class(envelope("NAME_UNKNOWN")), (Some(404), "not found"));
+        assert_eq!(class(envelope("TOOMANYREQUESTS")), (Some(429), "transient"));
+        assert_eq!(class(server(403)), (Some(403), "denied"));
+        assert_eq!(class(server(404)), (Some(404), "not found"));
+        assert_eq!(class(server(500)), (Some(500), "transient"));
+        assert_eq!(class(server(503)), (Some(503), "transient"));
+    }
+
+    #[test]
+    fn denied_names_the_repository_operation_and_secret_ref() {
+        let error = into_error(
+            Failure::Denied("401".into()),
+            "put manifest",
+            "reg.example.com/app",
+            "live",
+        );
+        assert_eq!(error.reason(), reasons::REGISTRY_ACCESS_DENIED);
+        let message = error.to_string();
+        assert!(
+            message.contains("put manifest reg.example.com/app:live"),
+            "{message}"
+        );
+        assert!(message.contains("image.pushSecretRef"), "{message}");
+        let error = into_error(
+            Failure::Transient("HTTP 502".into()),
+            "resolve",
+            "reg.example.com/app",
+            "live",
+        );
+        assert!(!error.is_stalled());
+        assert_eq!(error.reason(), reasons::REGISTRY_ERROR);
+    }
+
+    #[test]
+    fn clients_are_kept_per_credential_and_bounded() {
+        let registry = RegistryClient::new(vec![]);
+        let _ = registry.client(&RegistryAuth::Anonymous);
+        let _ = registry.client(&RegistryAuth::Anonymous);
+        let _ = registry.client(&basic("a", "1"));
+        assert_eq!(registry.clients.lock().unwrap().len(), 2);
+        for i in 0..=MAX_CLIENTS {
+            let _ = registry.client(&basic("u", &i.to_string()));
+        }
+        assert!(registry.clients.lock().unwrap().len() <= MAX_CLIENTS);
     }
 
     #[test]
