@@ -1,2 +1,5 @@
 //! Test support for monoship. Used by integration tests, benches and the demo; never shipped
 //! in the controller binary.
+pub mod git;
+pub mod oci;
+pub mod registry;
