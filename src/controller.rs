@@ -101,7 +101,8 @@ impl Context {
             instance: settings.instance.clone(),
         };
         Self {
-            registry: RegistryClient::new(settings.insecure_registries.clone()),
+            registry: RegistryClient::new(settings.insecure_registries.clone())
+                .with_metrics(metrics.clone()),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,

@@ -158,7 +158,7 @@ mod tests {
             digest: digest.into(),
             short_digest: digest.into(),
             revision: OLD.into(),
-            promoted_at: promoted.then(|| Time(jiff::Timestamp::UNIX_EPOCH)),
+            promoted_at: promoted.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
         }
     }
 
@@ -187,8 +187,16 @@ mod tests {
             reason: "BackoffLimitExceeded".into(),
             message: "exit 1".into(),
         };
+        type Row<'a> = (
+            &'a str,
+            bool,
+            ServiceBuildStatus,
+            Option<&'a str>,
+            JobState,
+            Plan,
+        );
         #[rustfmt::skip]
-        let rows: Vec<(&str, bool, ServiceBuildStatus, Option<&str>, JobState, Plan)> = vec![
+        let rows: Vec<Row> = vec![
             ("suspended does nothing, whatever else", true, status(None, None), None, Succeeded, Plan::Suspend),
             ("new object: build", false, status(None, None), None, Missing, Plan::CreateJob),
             ("new revision: build", false, status(Some(build(OLD, None, Some(D1), false)), Some(current(D1, true))), None, Missing, Plan::CreateJob),

@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the controller (kubeconfig, or in-cluster configuration).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the ServiceBuild CustomResourceDefinition as YAML.
     Crd,
 }
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run(args)) {
+            match runtime.block_on(run(*args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "monoship stopped");

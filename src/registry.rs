@@ -27,6 +27,7 @@ use oci_client::{Reference, RegistryOperation};
 
 use crate::Error;
 use crate::conditions::reasons;
+use crate::metrics::{Metrics, RegistryLabels};
 
 /// Every manifest media type monoship accepts, top-level types first.
 pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
@@ -212,6 +213,7 @@ pub enum RetagOutcome {
 pub struct RegistryClient {
     insecure: Arc<Vec<String>>,
     clients: Arc<Mutex<HashMap<RegistryAuth, oci_client::Client>>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -238,7 +240,35 @@ impl RegistryClient {
         Self {
             insecure: Arc::new(insecure),
             clients: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// Count every registry call in `metrics`, by operation and status.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Classify one call's result and count it.
+    fn outcome<T>(
+        &self,
+        operation: &'static str,
+        result: Result<oci_client::errors::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, Failure> {
+        let (status, result) = outcome(result);
+        match status {
+            Some(status) => tracing::debug!(operation, status, "registry call"),
+            None => tracing::debug!(operation, status = "error", "registry call"),
+        }
+        if let Some(metrics) = &self.metrics {
+            let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+            metrics
+                .registry_requests
+                .get_or_create(&RegistryLabels { operation, status })
+                .inc();
+        }
+        result
     }
 
     fn config(&self) -> ClientConfig {
@@ -298,7 +328,7 @@ impl RegistryClient {
         auth: &RegistryAuth,
     ) -> Result<String, Failure> {
         let result = timed(client.fetch_manifest_digest(reference, &auth.to_oci())).await;
-        let digest = outcome("resolve", result)?;
+        let digest = self.outcome("resolve", result)?;
         if !is_sha256_digest(&digest) {
             return Err(Failure::Transient(format!(
                 "the registry answered with a malformed digest {digest:?}"
@@ -337,7 +367,7 @@ impl RegistryClient {
         };
 
         let result = timed(client.pull_manifest_raw(&digest_ref, &oci_auth, &MANIFEST_MEDIA_TYPES));
-        let (body, _) = match outcome("get_manifest", result.await) {
+        let (body, _) = match self.outcome("get_manifest", result.await) {
             Ok(pulled) => pulled,
             Err(Failure::NotFound(_)) => {
                 return Err(Error::stalled(
@@ -360,11 +390,11 @@ impl RegistryClient {
             })?;
 
         let result = timed(client.auth(&tag_ref, &oci_auth, RegistryOperation::Push)).await;
-        outcome("auth", result)
+        self.outcome("auth", result)
             .map_err(|failure| into_error(failure, "authenticate for push to", repository, tag))?;
 
         let result = timed(client.push_manifest_raw(&tag_ref, body, content_type)).await;
-        outcome("put_manifest", result)
+        self.outcome("put_manifest", result)
             .map_err(|failure| into_error(failure, "put manifest", repository, tag))?;
         Ok(RetagOutcome::Moved { previous })
     }
@@ -406,28 +436,25 @@ async fn timed<T>(
     tokio::time::timeout(OPERATION_TIMEOUT, call).await
 }
 
-/// Classify one call's result and report it to [`observe`].
+/// Classify one call's result: the HTTP status it implies (none when no answer came), and the
+/// value or the failure.
 fn outcome<T>(
-    operation: &'static str,
     result: Result<oci_client::errors::Result<T>, tokio::time::error::Elapsed>,
-) -> Result<T, Failure> {
-    let error = match result {
-        Ok(Ok(value)) => {
-            observe(operation, Some(200));
-            return Ok(value);
+) -> (Option<u16>, Result<T, Failure>) {
+    match result {
+        Ok(Ok(value)) => (Some(200), Ok(value)),
+        Ok(Err(error)) => {
+            let (status, failure) = classify(error);
+            (status, Err(failure))
         }
-        Ok(Err(error)) => error,
-        Err(_) => {
-            observe(operation, None);
-            return Err(Failure::Transient(format!(
+        Err(_) => (
+            None,
+            Err(Failure::Transient(format!(
                 "timed out after {}s",
                 OPERATION_TIMEOUT.as_secs()
-            )));
-        }
-    };
-    let (status, failure) = classify(error);
-    observe(operation, status);
-    Err(failure)
+            ))),
+        ),
+    }
 }
 
 fn classify(error: OciDistributionError) -> (Option<u16>, Failure) {
@@ -514,15 +541,6 @@ fn into_error(
             reference,
             message,
         },
-    }
-}
-
-/// The one place every registry call's outcome passes through; the hook for metrics.
-/// `status` is the HTTP status, or `None` when there was none (connection error, timeout).
-fn observe(operation: &'static str, status: Option<u16>) {
-    match status {
-        Some(status) => tracing::debug!(operation, status, "registry call"),
-        None => tracing::debug!(operation, status = "error", "registry call"),
     }
 }
 

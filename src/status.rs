@@ -155,21 +155,18 @@ pub fn transition_notes(old: &ServiceBuildStatus, new: &ServiceBuildStatus) -> V
         });
     }
     let phase_changed = !same_build || old.phase != new.phase;
-    if build.digest.is_some()
-        && (!same_build || old_build.and_then(|b| b.digest.as_ref()).is_none())
-    {
-        if let Some(digest) = &build.digest {
-            notes.push(Note {
-                warning: false,
-                reason: reasons::DIGEST_RESOLVED,
-                message: format!(
-                    "Revision {} built {} as {}",
-                    build.short_revision,
-                    build.image.as_deref().unwrap_or("the image"),
-                    digest
-                ),
-            });
-        }
+    let newly_resolved = !same_build || old_build.and_then(|b| b.digest.as_ref()).is_none();
+    if let Some(digest) = build.digest.as_ref().filter(|_| newly_resolved) {
+        notes.push(Note {
+            warning: false,
+            reason: reasons::DIGEST_RESOLVED,
+            message: format!(
+                "Revision {} built {} as {}",
+                build.short_revision,
+                build.image.as_deref().unwrap_or("the image"),
+                digest
+            ),
+        });
     }
     if phase_changed {
         match new.phase {
