@@ -2,3 +2,4 @@
 //! in the controller binary.
 
 pub mod apiserver;
+pub mod jobrunner;

@@ -1326,3 +1326,172 @@ async fn controller_reconciles_and_reacts_to_owned_children() {
     assert!(server.get::<ConfigMap>(Some(NS), "a-config").is_none());
     handle.abort();
 }
+
+fn shell_job(name: &str, script: &str, env: &[(&str, &str)], deadline: Option<i64>) -> Job {
+    let env: Vec<Value> = env
+        .iter()
+        .map(|(k, v)| json!({"name": k, "value": v}))
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"activeDeadlineSeconds": deadline, "backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c"], "args": [script], "env": env}]}}}
+    }))
+    .unwrap()
+}
+
+fn condition_types(job: &Job) -> Vec<(String, String)> {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.type_, c.reason.unwrap_or_default()))
+        .collect()
+}
+
+async fn wait_finished(server: &ApiServer, name: &str) -> Job {
+    let mut job = None;
+    eventually(&format!("job {name} finished"), || {
+        job = server.get::<Job>(Some(NS), name);
+        job.as_ref().is_some_and(|j| {
+            condition_types(j)
+                .iter()
+                .any(|(t, _)| t == "Complete" || t == "Failed")
+        })
+    })
+    .await;
+    job.unwrap()
+}
+
+#[tokio::test]
+async fn job_runner_runs_jobs_and_reports_status() {
+    use monoship_testkit::jobrunner::JobRunner;
+    let server = ApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let runner = JobRunner::start(
+        server.client(),
+        Some(NS.into()),
+        vec![("EXTRA".into(), "x".into())],
+        Some(dir.path().to_path_buf()),
+    );
+    let jobs: Api<Job> = Api::namespaced(server.client(), NS);
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("ok", "echo $FOO$EXTRA > out", &[("FOO", "bar")], None),
+    )
+    .await
+    .unwrap();
+    let done = wait_finished(&server, "ok").await;
+    assert_eq!(
+        condition_types(&done),
+        [
+            (
+                "SuccessCriteriaMet".to_string(),
+                "CompletionsReached".to_string()
+            ),
+            ("Complete".to_string(), "CompletionsReached".to_string())
+        ]
+    );
+    let status = done.status.unwrap();
+    assert_eq!((status.succeeded, status.active), (Some(1), None));
+    assert!(status.start_time.is_some() && status.completion_time.is_some());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out")).unwrap(),
+        "barx\n"
+    );
+
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("bad", "exit 3", &[], None),
+    )
+    .await
+    .unwrap();
+    let failed = wait_finished(&server, "bad").await;
+    assert_eq!(
+        condition_types(&failed),
+        [
+            (
+                "FailureTarget".to_string(),
+                "BackoffLimitExceeded".to_string()
+            ),
+            ("Failed".to_string(), "BackoffLimitExceeded".to_string())
+        ]
+    );
+    let status = failed.status.unwrap();
+    assert_eq!(status.failed, Some(1));
+    assert!(status.completion_time.is_none());
+    assert_eq!(runner.runs(), 2);
+    // Finished Jobs are not run again, even after later updates.
+    jobs.patch(
+        "ok",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(runner.runs(), 2);
+    runner.shutdown().await;
+}
+
+#[tokio::test]
+async fn job_runner_enforces_deadlines_deletion_and_hooks() {
+    use monoship_testkit::jobrunner::{HookDecision, JobRunner, JobRunnerOptions};
+    let server = ApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hook: monoship_testkit::jobrunner::JobHook = Arc::new(|job: &Job| {
+        if job.name_any() == "hooked" {
+            HookDecision::Fail("hook says no".into())
+        } else {
+            HookDecision::Run
+        }
+    });
+    let runner = JobRunner::start_with(
+        server.client(),
+        JobRunnerOptions {
+            workdir: Some(dir.path().to_path_buf()),
+            hook: Some(hook),
+            ..Default::default()
+        },
+    );
+    let jobs: Api<Job> = Api::namespaced(server.client(), NS);
+    let t = std::time::Instant::now();
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("slow", "sleep 30", &[], Some(1)),
+    )
+    .await
+    .unwrap();
+    let slow = wait_finished(&server, "slow").await;
+    assert!(t.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        condition_types(&slow)[1],
+        ("Failed".to_string(), "DeadlineExceeded".to_string())
+    );
+
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("hooked", "touch ran", &[], None),
+    )
+    .await
+    .unwrap();
+    let hooked = wait_finished(&server, "hooked").await;
+    assert_eq!(condition_types(&hooked)[1].0, "Failed");
+    assert!(!dir.path().join("ran").exists());
+
+    jobs.create(
+        &PostParams::default(),
+        &shell_job("doomed", "sleep 2; touch late", &[], None),
+    )
+    .await
+    .unwrap();
+    eventually("doomed running", || runner.running() == 1).await;
+    jobs.delete("doomed", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("process killed", || runner.running() == 0).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!dir.path().join("late").exists(), "the process was killed");
+    assert_eq!(runner.runs(), 3);
+}
