@@ -1495,3 +1495,161 @@ async fn job_runner_enforces_deadlines_deletion_and_hooks() {
     assert!(!dir.path().join("late").exists(), "the process was killed");
     assert_eq!(runner.runs(), 3);
 }
+
+#[tokio::test]
+async fn dry_run_namespaces_and_create_preconditions() {
+    let server = ApiServer::start_with(ApiServerConfig {
+        require_namespaces: true,
+        ..Default::default()
+    })
+    .await;
+    let client = server.client();
+    let api = builds(&client);
+    // NamespaceLifecycle: the namespace has to exist.
+    let e = api_err(
+        api.create(&PostParams::default(), &sb("a", "web"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (404, r#"namespaces "default" not found"#)
+    );
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    let ns = namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Active"));
+
+    // Dry runs answer but persist nothing.
+    let before = server.resource_version();
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let would = api.create(&dry, &sb("a", "web")).await.unwrap();
+    assert_eq!(would.name_any(), "a");
+    assert!(server.get::<ServiceBuild>(Some(NS), "a").is_none());
+    let real = api
+        .create(&PostParams::default(), &sb("a", "web"))
+        .await
+        .unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default().dry_run(),
+        &Patch::Merge(json!({"spec": {"commit": "dry"}})),
+    )
+    .await
+    .unwrap();
+    api.delete("a", &DeleteParams::default().dry_run())
+        .await
+        .unwrap();
+    assert_eq!(api.get("a").await.unwrap().spec.commit, "c1");
+    assert_eq!(server.resource_version(), before + 1);
+    assert_eq!(server.changing_writes("servicebuilds"), 1);
+
+    // Objects to be created must not carry a resourceVersion.
+    let mut copy = real.clone();
+    copy.metadata.name = Some("b".into());
+    let e = api_err(api.create(&PostParams::default(), &copy).await.unwrap_err());
+    assert_eq!(e.code, 500);
+    assert!(e.message.contains("resourceVersion should not be set"));
+
+    // Apply needs apiVersion and kind.
+    let e = api_err(
+        api.patch(
+            "a",
+            &PatchParams::apply("m"),
+            &Patch::Apply(json!({"spec": {"service": "x"}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(e.code, 400);
+
+    // Writes without fieldManager are attributed to the client's user agent (kube sends none).
+    let req = axum::http::Request::patch(
+        "/apis/monoship.dev/v1alpha1/namespaces/default/servicebuilds/a",
+    )
+    .header("content-type", "application/merge-patch+json")
+    .header("user-agent", "my-tool/1.0 (linux)")
+    .body(br#"{"spec":{"commit":"ua"}}"#.to_vec())
+    .unwrap();
+    client.request_text(req).await.unwrap();
+    let managers: Vec<_> = api
+        .get("a")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(managers.contains(&"my-tool".to_string()), "{managers:?}");
+
+    // Deleting a namespace deletes what is in it.
+    namespaces
+        .delete(NS, &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        server
+            .list_objects("monoship.dev", "servicebuilds", None)
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn delete_collection_and_event_recorder() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let api = builds(&client);
+    for name in ["a", "b", "c"] {
+        let mut o = sb(name, "web");
+        o.metadata.labels = Some([("batch".to_string(), (name != "c").to_string())].into());
+        api.create(&PostParams::default(), &o).await.unwrap();
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("batch=true"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<_> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
+    assert_eq!(left, ["c"]);
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "monoship".into(),
+            instance: None,
+        },
+    );
+    let c = api.get("c").await.unwrap();
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Built".into(),
+        note: Some("image built".into()),
+        action: "Build".into(),
+        secondary: None,
+    };
+    recorder.publish(&ev, &c.object_ref(&())).await.unwrap();
+    recorder.publish(&ev, &c.object_ref(&())).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client, NS);
+    let list = events.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].reason.as_deref(), Some("Built"));
+    assert_eq!(list[0].series.as_ref().map(|s| s.count), Some(2));
+}

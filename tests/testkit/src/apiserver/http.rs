@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::selector::{FieldSelector, LabelSelector, Selectors};
-use super::store::{ApiError, DeleteOpts, PatchType, ResourceDef};
+use super::store::{ApiError, DeleteOpts, PatchType, ResourceDef, Store};
 use super::watch::{self, WatchParams};
 use super::{FaultRule, RequestKey, Shared, WriteRecord, lock};
 
@@ -265,6 +265,15 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         "create" | "update" | "patch" | "delete" | "deletecollection"
     );
     let manager = q.get("fieldManager").cloned();
+    // Non-apply writes without a field manager are attributed to the user agent's name.
+    let default_manager = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|s| !s.is_empty())
+        .unwrap_or("unknown")
+        .to_string();
     let mut record = WriteRecord {
         verb: verb.to_string(),
         resource: t.plural.clone(),
@@ -313,16 +322,16 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return error_response(&ApiError::bad_request(format!("cannot read body: {e}"))),
     };
-    let result = serve(
-        &shared,
-        &def,
-        &t,
+    let req = Req {
+        t: &t,
         verb,
-        &q,
-        &parts.headers,
-        &body,
-        manager.as_deref(),
-    );
+        q: &q,
+        headers: &parts.headers,
+        body: &body,
+        manager: manager.as_deref(),
+        default_manager: &default_manager,
+    };
+    let result = serve(&shared, &def, &req);
     let (resp, changed) = match result {
         Ok(Served::Json(code, v, changed)) => (json_response(code, &v), changed),
         Ok(Served::Watch(params)) => match watch::start(shared.clone(), def.clone(), params) {
@@ -350,17 +359,41 @@ fn require_name(t: &Target) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::new(405, "MethodNotAllowed", "a resource name is required"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn serve(
+struct Req<'a> {
+    t: &'a Target,
+    verb: &'a str,
+    q: &'a HashMap<String, String>,
+    headers: &'a HeaderMap,
+    body: &'a Bytes,
+    manager: Option<&'a str>,
+    default_manager: &'a str,
+}
+
+/// Run a write against the store, or against a throw-away copy for `?dryRun`.
+fn with_store<T>(
     shared: &Shared,
-    def: &ResourceDef,
-    t: &Target,
-    verb: &str,
-    q: &HashMap<String, String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-    manager: Option<&str>,
-) -> Result<Served, ApiError> {
+    dry_run: bool,
+    f: impl FnOnce(&mut Store) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut guard = lock(&shared.store);
+    if dry_run {
+        f(&mut guard.dry_run_copy())
+    } else {
+        f(&mut guard)
+    }
+}
+
+fn serve(shared: &Shared, def: &ResourceDef, req: &Req<'_>) -> Result<Served, ApiError> {
+    let Req {
+        t,
+        verb,
+        q,
+        headers,
+        body,
+        manager,
+        default_manager,
+    } = *req;
+    let dry_run = q.contains_key("dryRun");
     let not_found = || {
         ApiError::new(
             404,
@@ -376,7 +409,7 @@ fn serve(
     {
         return Err(not_found());
     }
-    let needs_ns = def.namespaced && !matches!(verb, "list" | "watch");
+    let needs_ns = def.namespaced && !matches!(verb, "list" | "watch" | "deletecollection");
     if needs_ns && t.namespace.is_none() {
         return Err(not_found());
     }
@@ -413,21 +446,18 @@ fn serve(
         })),
         "create" => {
             let body = parse_body(headers, body)?;
-            let manager = manager.unwrap_or("unknown");
-            let obj = lock(&shared.store).create(def, ns, body, Some(manager))?;
-            Ok(Served::Json(201, obj, true))
+            let manager = manager.unwrap_or(default_manager);
+            let obj = with_store(shared, dry_run, |s| s.create(def, ns, body, Some(manager)))?;
+            Ok(Served::Json(201, obj, !dry_run))
         }
         "update" => {
             let body = parse_body(headers, body)?;
-            let (obj, changed) = lock(&shared.store).update(
-                def,
-                ns,
-                require_name(t)?,
-                t.sub.as_deref(),
-                body,
-                manager.unwrap_or("unknown"),
-            )?;
-            Ok(Served::Json(200, obj, changed))
+            let name = require_name(t)?;
+            let manager = manager.unwrap_or(default_manager);
+            let (obj, changed) = with_store(shared, dry_run, |s| {
+                s.update(def, ns, name, t.sub.as_deref(), body, manager)
+            })?;
+            Ok(Served::Json(200, obj, changed && !dry_run))
         }
         "patch" => {
             let ptype = patch_type(headers)?;
@@ -440,51 +470,51 @@ fn serve(
             }
             let manager = match ptype {
                 PatchType::Apply => manager,
-                _ => Some(manager.unwrap_or("unknown")),
+                _ => Some(manager.unwrap_or(default_manager)),
             };
-            let (obj, changed, created) = lock(&shared.store).patch(
-                def,
-                ns,
-                require_name(t)?,
-                t.sub.as_deref(),
-                ptype,
-                body,
-                manager,
-                force,
-            )?;
-            Ok(Served::Json(if created { 201 } else { 200 }, obj, changed))
+            let name = require_name(t)?;
+            let (obj, changed, created) = with_store(shared, dry_run, |s| {
+                s.patch(def, ns, name, t.sub.as_deref(), ptype, body, manager, force)
+            })?;
+            let code = if created { 201 } else { 200 };
+            Ok(Served::Json(code, obj, changed && !dry_run))
         }
         "delete" => {
             let opts = delete_opts(headers, body, q)?;
-            let (obj, changed) = lock(&shared.store).delete(def, ns, require_name(t)?, &opts)?;
-            Ok(Served::Json(200, obj, changed))
+            let dry_run = dry_run || opts.dry_run;
+            let name = require_name(t)?;
+            let (obj, changed) = with_store(shared, dry_run, |s| s.delete(def, ns, name, &opts))?;
+            Ok(Served::Json(200, obj, changed && !dry_run))
         }
         "deletecollection" => {
             let opts = delete_opts(headers, body, q)?;
+            let dry_run = dry_run || opts.dry_run;
             let sel = selectors(q)?;
-            let mut store = lock(&shared.store);
-            let mut items = Vec::new();
-            let mut changed = false;
-            for obj in store.list(def, ns, &sel) {
-                let name = obj
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let ons = obj
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                if let Ok((gone, c)) = store.delete(def, ons.as_deref(), &name, &opts) {
-                    changed |= c;
-                    items.push(gone);
+            let (items, rv, changed) = with_store(shared, dry_run, |store| {
+                let mut items = Vec::new();
+                let mut changed = false;
+                for obj in store.list(def, ns, &sel) {
+                    let name = obj
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let ons = obj
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    if let Ok((gone, c)) = store.delete(def, ons.as_deref(), &name, &opts) {
+                        changed |= c;
+                        items.push(gone);
+                    }
                 }
-            }
+                Ok((items, store.rv, changed))
+            })?;
             Ok(Served::Json(
                 200,
                 json!({"kind": list_kind, "apiVersion": def.api_version(),
-                       "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}),
-                changed,
+                       "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+                changed && !dry_run,
             ))
         }
         _ => Err(ApiError::new(405, "MethodNotAllowed", "unsupported verb")),
@@ -517,6 +547,10 @@ fn delete_opts(
         propagation,
         precondition_uid: s("/preconditions/uid"),
         precondition_rv: s("/preconditions/resourceVersion"),
+        dry_run: v
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| !d.is_empty()),
     })
 }
 

@@ -34,6 +34,9 @@ pub struct ApiServerConfig {
     pub history_limit: usize,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Refuse (404) to create namespaced objects in namespaces that were not created first, as
+    /// kube-apiserver's NamespaceLifecycle admission does. Off by default for convenience.
+    pub require_namespaces: bool,
 }
 
 impl Default for ApiServerConfig {
@@ -41,6 +44,7 @@ impl Default for ApiServerConfig {
         Self {
             history_limit: 1000,
             bookmark_interval: Duration::from_secs(2),
+            require_namespaces: false,
         }
     }
 }
@@ -164,8 +168,10 @@ impl ApiServer {
     pub async fn start_with(config: ApiServerConfig) -> Self {
         install_crypto_provider();
         let (tx, rx) = tokio_watch::channel(false);
+        let mut store = store::Store::new(config.history_limit);
+        store.require_namespaces = config.require_namespaces;
         let shared = Arc::new(Shared {
-            store: Mutex::new(store::Store::new(config.history_limit)),
+            store: Mutex::new(store),
             stats: Mutex::new(Stats::default()),
             faults: Mutex::new(Vec::new()),
             bookmark_interval: config.bookmark_interval,

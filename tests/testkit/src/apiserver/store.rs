@@ -226,6 +226,8 @@ pub struct DeleteOpts {
     pub propagation: Option<String>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `dryRun` in the DeleteOptions body.
+    pub dry_run: bool,
 }
 
 /// How a patch body is to be read.
@@ -250,6 +252,8 @@ pub struct Store {
     pub tx: broadcast::Sender<Arc<StoredEvent>>,
     rand: RandomState,
     rand_counter: u64,
+    /// Refuse to create namespaced objects in namespaces that do not exist.
+    pub require_namespaces: bool,
 }
 
 pub fn now_rfc3339() -> String {
@@ -402,7 +406,30 @@ impl Store {
             tx,
             rand: RandomState::new(),
             rand_counter: 0,
+            require_namespaces: false,
         }
+    }
+
+    /// A copy to run a dry-run request against: same objects, nobody listening.
+    pub fn dry_run_copy(&self) -> Store {
+        let (tx, _) = broadcast::channel(16);
+        Store {
+            resources: self.resources.clone(),
+            objects: self.objects.clone(),
+            rv: self.rv,
+            history: VecDeque::new(),
+            history_limit: self.history_limit,
+            compacted_rv: self.rv,
+            tx,
+            rand: self.rand.clone(),
+            rand_counter: self.rand_counter + 1_000_000,
+            require_namespaces: self.require_namespaces,
+        }
+    }
+
+    fn namespace_exists(&self, ns: &str) -> bool {
+        self.objects
+            .contains_key(&("/v1/namespaces".to_string(), String::new(), ns.to_string()))
     }
 
     pub fn register(&mut self, def: ResourceDef) {
@@ -570,6 +597,22 @@ impl Store {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
+        }
+        if rv_of(&body).is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::new(
+                500,
+                "InternalError",
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        if let Some(ns) = ns
+            && def.namespaced
+            && self.require_namespaces
+            && !self.namespace_exists(ns)
+        {
+            let mut e = ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
+            e.details = Some(json!({"name": ns, "group": "", "kind": "namespaces"}));
+            return Err(e);
         }
         let key = Self::obj_key(def, ns, &name);
         if self.objects.contains_key(&key) {
@@ -808,6 +851,17 @@ impl Store {
             if !patch.is_object() {
                 return Err(ApiError::bad_request("the apply body must be an object"));
             }
+            let api_version = patch.get("apiVersion").and_then(Value::as_str);
+            let kind = patch.get("kind").and_then(Value::as_str);
+            if api_version != Some(def.api_version().as_str()) || kind != Some(def.kind.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "invalid object type: {}, Kind={} (expected {}, Kind={})",
+                    api_version.unwrap_or(""),
+                    kind.unwrap_or(""),
+                    def.api_version(),
+                    def.kind
+                )));
+            }
             if let Some(bname) = meta_str(&patch, "name")
                 && bname != name
             {
@@ -1027,7 +1081,25 @@ impl Store {
         meta_mut(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
         self.emit(def, EventType::Deleted, gone.clone(), Some(old));
         self.collect_garbage(&gone, orphan);
+        if def.group.is_empty() && def.plural == "namespaces" {
+            self.delete_namespace_contents(name);
+        }
         Ok((gone, true))
+    }
+
+    /// Delete every object in a deleted namespace (finalizers are honoured per object).
+    fn delete_namespace_contents(&mut self, ns: &str) {
+        let inside: Vec<ObjKey> = self
+            .objects
+            .keys()
+            .filter(|(_, ons, _)| ons == ns)
+            .cloned()
+            .collect();
+        for (rkey, _, name) in inside {
+            if let Some(def) = self.def_by_key(&rkey) {
+                let _ = self.delete(&def, Some(ns), &name, &DeleteOpts::default());
+            }
+        }
     }
 
     /// After `owner` is gone: delete its dependents (background propagation) or, for
