@@ -633,7 +633,16 @@ impl Store {
             write_managed(&mut body, &entries);
         }
         if def.plural == "namespaces" && def.group.is_empty() {
-            body["status"]["phase"] = json!("Active");
+            let status = body
+                .as_object_mut()
+                .map(|o| o.entry("status").or_insert_with(|| json!({})));
+            match status {
+                Some(Value::Object(st)) => {
+                    st.entry("phase").or_insert_with(|| json!("Active"));
+                }
+                Some(other) => *other = json!({"phase": "Active"}),
+                None => {}
+            }
         }
         let uid = self.uid();
         let rv = self.next_rv();
