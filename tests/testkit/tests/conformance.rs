@@ -1225,6 +1225,13 @@ async fn counters_count_exact_writes() {
     leases.delete("l", &DeleteParams::default()).await.unwrap();
     assert_eq!(server.write_requests("leases"), 4);
     assert_eq!(server.changing_writes("leases"), 3);
+    assert_eq!(
+        server.count_writes("leases"),
+        monoship_testkit::apiserver::WriteCounts {
+            requests: 4,
+            changed: 3
+        }
+    );
     assert_eq!(server.requests("patch", "leases"), 2);
     assert_eq!(server.requests("get", "leases"), 1);
     let verbs: Vec<_> = server
@@ -1273,6 +1280,16 @@ async fn injected_faults_fail_then_recover() {
         .filter(|w| w.code == 409)
         .count();
     assert_eq!(failed, 2);
+
+    // Subresource filters: "" is the main resource only.
+    server.inject_fault(FaultRule::new("patch", "servicebuilds").subresource("status"));
+    api.patch("a", &p, &m).await.unwrap();
+    let status_patch = Patch::Merge(json!({"status": {"phase": "x"}}));
+    assert_eq!(
+        api_err(api.patch_status("a", &p, &status_patch).await.unwrap_err()).code,
+        500
+    );
+    api.patch_status("a", &p, &status_patch).await.unwrap();
 
     server.inject_fault(FaultRule::new("get", "servicebuilds").delay(Duration::from_millis(300)));
     let t = std::time::Instant::now();
@@ -1718,4 +1735,55 @@ async fn delete_collection_and_event_recorder() {
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].reason.as_deref(), Some("Built"));
     assert_eq!(list[0].series.as_ref().map(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn reflector_follows_changes_and_shutdown_stops_serving() {
+    use kube::runtime::{WatchStreamExt, reflector};
+    let server = ApiServer::start().await;
+    let client = server.client();
+    let api = builds(&client);
+    api.create(&PostParams::default(), &sb("a", "web"))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store::<ServiceBuild>();
+    let rf = reflector(writer, watcher(api.clone(), watcher::Config::default()))
+        .applied_objects()
+        .for_each(|_| async {});
+    let handle = tokio::spawn(rf);
+    reader.wait_until_ready().await.unwrap();
+    assert_eq!(reader.state().len(), 1);
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"commit": "c7"}})),
+    )
+    .await
+    .unwrap();
+    api.create(&PostParams::default(), &sb("b", "web"))
+        .await
+        .unwrap();
+    eventually("reflector caught up", || {
+        reader.state().len() == 2
+            && reader
+                .get(&reflector::ObjectRef::new("a").within(NS))
+                .is_some_and(|o| o.spec.commit == "c7")
+    })
+    .await;
+    handle.abort();
+
+    // A running watch ends when the server shuts down, and nothing answers afterwards.
+    let mut s = api
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    assert!(matches!(next_change(&mut s).await, WatchEvent::Added(_)));
+    server.shutdown().await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = s.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "watch stream ended on shutdown");
+    assert!(api.get("a").await.is_err());
 }

@@ -173,7 +173,7 @@ fn fault_matches(rule: &FaultRule, verb: &str, t: &Target) -> bool {
     rule.times > 0
         && ok(&rule.verb, Some(verb))
         && ok(&rule.resource, Some(&t.plural))
-        && ok(&rule.subresource, t.sub.as_deref())
+        && ok(&rule.subresource, Some(t.sub.as_deref().unwrap_or("")))
         && ok(&rule.namespace, t.namespace.as_deref())
         && ok(&rule.name, t.name.as_deref())
 }

@@ -75,8 +75,16 @@ pub struct WriteRecord {
     pub changed: bool,
 }
 
+/// Write requests on a resource and how many of them changed stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCounts {
+    pub requests: usize,
+    pub changed: usize,
+}
+
 /// Make matching requests fail (with `status`) or wait (`delay`) — the next `times` of them.
-/// `None` filters match anything. A rule with a delay and no status delays, then serves.
+/// `None` filters match anything; `subresource: Some("")` matches only the main resource.
+/// A rule with a delay and no status delays, then serves.
 #[derive(Debug, Clone, Default)]
 pub struct FaultRule {
     pub verb: Option<String>,
@@ -256,6 +264,14 @@ impl ApiServer {
             .iter()
             .filter(|w| w.resource == resource && w.changed)
             .count()
+    }
+
+    /// Both write counts for `resource` at once.
+    pub fn count_writes(&self, resource: &str) -> WriteCounts {
+        WriteCounts {
+            requests: self.write_requests(resource),
+            changed: self.changing_writes(resource),
+        }
     }
 
     /// Clear request counters and the write log.
