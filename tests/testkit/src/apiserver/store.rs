@@ -618,19 +618,17 @@ impl Store {
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(def, &name));
         }
+        // A create through the API records its manager; clients cannot supply managedFields.
         if let Some(manager) = manager {
-            let mut entries = read_managed(&body);
-            if entries.is_empty() {
-                entries.push(ManagedEntry {
-                    manager: manager.to_string(),
-                    operation: "Update".into(),
-                    subresource: String::new(),
-                    api_version: def.api_version(),
-                    time: time.clone(),
-                    set: apply::leaf_paths(&without_server_fields(&body)),
-                });
-            }
-            write_managed(&mut body, &entries);
+            let entry = ManagedEntry {
+                manager: manager.to_string(),
+                operation: "Update".into(),
+                subresource: String::new(),
+                api_version: def.api_version(),
+                time: time.clone(),
+                set: apply::leaf_paths(&without_server_fields(&body)),
+            };
+            write_managed(&mut body, &[entry]);
         }
         if def.plural == "namespaces" && def.group.is_empty() {
             let status = body
@@ -849,65 +847,7 @@ impl Store {
     ) -> Result<(Value, bool, bool)> {
         let existing = self.get(def, ns, name);
         if ptype == PatchType::Apply {
-            let manager = manager.ok_or_else(|| {
-                ApiError::invalid(
-                    def,
-                    name,
-                    "metadata.managedFields",
-                    "Required value: is required for apply patch",
-                )
-            })?;
-            if !patch.is_object() {
-                return Err(ApiError::bad_request("the apply body must be an object"));
-            }
-            let api_version = patch.get("apiVersion").and_then(Value::as_str);
-            let kind = patch.get("kind").and_then(Value::as_str);
-            if api_version != Some(def.api_version().as_str()) || kind != Some(def.kind.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "invalid object type: {}, Kind={} (expected {}, Kind={})",
-                    api_version.unwrap_or(""),
-                    kind.unwrap_or(""),
-                    def.api_version(),
-                    def.kind
-                )));
-            }
-            if let Some(bname) = meta_str(&patch, "name")
-                && bname != name
-            {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({bname}) does not match the name on the URL ({name})"
-                )));
-            }
-            let old = match existing {
-                Ok(o) => o,
-                Err(e) if sub.is_some() => return Err(e),
-                Err(_) => {
-                    let mut skeleton = json!({"metadata": {"name": name}});
-                    let merged = self.apply_merge(def, &skeleton, None, patch, manager, force)?;
-                    skeleton = merged;
-                    let obj = self.create(def, ns, skeleton, None)?;
-                    return Ok((obj, true, true));
-                }
-            };
-            if let Some(rv) = rv_of(&patch)
-                && Some(&rv) != rv_of(&old).as_ref()
-            {
-                return Err(ApiError::conflict(def, name));
-            }
-            let merged = self.apply_merge(def, &old, sub, patch, manager, force)?;
-            let new = Self::prepare(def, &old, merged.clone(), sub);
-            let mut new = new;
-            // `prepare` restores managedFields from the old object; take the applied ones.
-            match merged.pointer("/metadata/managedFields") {
-                Some(m) => {
-                    meta_mut(&mut new).insert("managedFields".into(), m.clone());
-                }
-                None => {
-                    meta_mut(&mut new).remove("managedFields");
-                }
-            }
-            let (obj, changed) = self.commit_update(def, old, new);
-            return Ok((obj, changed, false));
+            return self.apply(def, ns, name, sub, existing, patch, manager, force);
         }
         let old = existing?;
         let mut doc = old.clone();
@@ -925,13 +865,88 @@ impl Store {
                     )
                 })?;
             }
-            PatchType::Apply => unreachable!("handled above"),
+            PatchType::Apply => {
+                return self.apply(def, ns, name, sub, Ok(old), patch, manager, force);
+            }
         }
         if rv_of(&doc) != rv_of(&old) {
             return Err(ApiError::conflict(def, name));
         }
         let mut new = Self::prepare(def, &old, doc, sub);
         Self::record_update_manager(def, &old, &mut new, manager.unwrap_or("unknown"), sub);
+        let (obj, changed) = self.commit_update(def, old, new);
+        Ok((obj, changed, false))
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        existing: Result<Value>,
+        patch: Value,
+        manager: Option<&str>,
+        force: bool,
+    ) -> Result<(Value, bool, bool)> {
+        let manager = manager.ok_or_else(|| {
+            ApiError::invalid(
+                def,
+                name,
+                "metadata.managedFields",
+                "Required value: is required for apply patch",
+            )
+        })?;
+        if !patch.is_object() {
+            return Err(ApiError::bad_request("the apply body must be an object"));
+        }
+        let api_version = patch.get("apiVersion").and_then(Value::as_str);
+        let kind = patch.get("kind").and_then(Value::as_str);
+        if api_version != Some(def.api_version().as_str()) || kind != Some(def.kind.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {}, Kind={} (expected {}, Kind={})",
+                api_version.unwrap_or(""),
+                kind.unwrap_or(""),
+                def.api_version(),
+                def.kind
+            )));
+        }
+        if let Some(bname) = meta_str(&patch, "name")
+            && bname != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({bname}) does not match the name on the URL ({name})"
+            )));
+        }
+        let old = match existing {
+            Ok(o) => o,
+            // Apply creates missing objects, but not through /status.
+            Err(e) if sub.is_some() => return Err(e),
+            Err(_) => {
+                let skeleton = json!({"metadata": {"name": name}});
+                let merged = self.apply_merge(def, &skeleton, None, patch, manager, force)?;
+                let obj = self.create(def, ns, merged, None)?;
+                return Ok((obj, true, true));
+            }
+        };
+        if let Some(rv) = rv_of(&patch)
+            && Some(&rv) != rv_of(&old).as_ref()
+        {
+            return Err(ApiError::conflict(def, name));
+        }
+        let merged = self.apply_merge(def, &old, sub, patch, manager, force)?;
+        let mut new = Self::prepare(def, &old, merged.clone(), sub);
+        // `prepare` restores managedFields from the old object; take the applied ones.
+        match merged.pointer("/metadata/managedFields") {
+            Some(m) => {
+                meta_mut(&mut new).insert("managedFields".into(), m.clone());
+            }
+            None => {
+                meta_mut(&mut new).remove("managedFields");
+            }
+        }
         let (obj, changed) = self.commit_update(def, old, new);
         Ok((obj, changed, false))
     }
