@@ -1,5 +1,9 @@
 //! Test support for monoship. Used by integration tests, benches and the demo; never shipped
 //! in the controller binary.
+
+pub mod apiserver;
 pub mod git;
+pub mod jobrunner;
 pub mod oci;
 pub mod registry;
+pub mod scenario;

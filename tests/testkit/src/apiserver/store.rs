@@ -1,0 +1,1171 @@
+//! The object store: resource table, objects as JSON, resourceVersions, watch history and the
+//! write semantics (create, update, patch, apply, delete, finalizers, garbage collection).
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::apply::{self, FieldSet};
+use super::selector::Selectors;
+
+/// One served resource (a group/version/resource plus what the server needs to know about it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceDef {
+    /// API group; empty for the core group.
+    pub group: String,
+    pub version: String,
+    /// Plural resource name as used in URLs, e.g. `servicebuilds`.
+    pub plural: String,
+    pub kind: String,
+    pub namespaced: bool,
+    /// Whether `/status` is a subresource (and the main resource ignores `.status` writes).
+    pub status_subresource: bool,
+    /// Whether a PUT without `metadata.resourceVersion` is accepted (true for built-in
+    /// resources, false for custom resources, as in kube-apiserver).
+    pub unconditional_update: bool,
+}
+
+impl ResourceDef {
+    /// A namespaced resource without a status subresource.
+    pub fn new(group: &str, version: &str, plural: &str, kind: &str) -> Self {
+        let builtin = !group.contains('.') || group.ends_with(".k8s.io");
+        Self {
+            group: group.to_string(),
+            version: version.to_string(),
+            plural: plural.to_string(),
+            kind: kind.to_string(),
+            namespaced: true,
+            status_subresource: false,
+            unconditional_update: builtin,
+        }
+    }
+
+    /// Mark the resource cluster-scoped.
+    pub fn cluster_scoped(mut self) -> Self {
+        self.namespaced = false;
+        self
+    }
+
+    /// Give the resource a `/status` subresource.
+    pub fn with_status(mut self) -> Self {
+        self.status_subresource = true;
+        self
+    }
+
+    /// `group/version`, or just `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// `plural.group` (or `plural` for core), as used in error messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    fn qualified_kind(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.clone()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    pub(crate) fn key(&self) -> String {
+        format!("{}/{}/{}", self.group, self.version, self.plural)
+    }
+}
+
+/// The resources every server starts with.
+pub fn builtin_resources() -> Vec<ResourceDef> {
+    vec![
+        ResourceDef::new("monoship.dev", "v1alpha1", "servicebuilds", "ServiceBuild").with_status(),
+        ResourceDef::new("batch", "v1", "jobs", "Job").with_status(),
+        ResourceDef::new("batch", "v1", "cronjobs", "CronJob").with_status(),
+        ResourceDef::new("", "v1", "pods", "Pod").with_status(),
+        ResourceDef::new("", "v1", "secrets", "Secret"),
+        ResourceDef::new("", "v1", "configmaps", "ConfigMap"),
+        ResourceDef::new("", "v1", "serviceaccounts", "ServiceAccount"),
+        ResourceDef::new("", "v1", "services", "Service").with_status(),
+        ResourceDef::new("", "v1", "namespaces", "Namespace")
+            .cluster_scoped()
+            .with_status(),
+        ResourceDef::new("", "v1", "events", "Event"),
+        ResourceDef::new("apps", "v1", "deployments", "Deployment").with_status(),
+        ResourceDef::new("apps", "v1", "statefulsets", "StatefulSet").with_status(),
+        ResourceDef::new("apps", "v1", "daemonsets", "DaemonSet").with_status(),
+        ResourceDef::new("coordination.k8s.io", "v1", "leases", "Lease"),
+        ResourceDef::new("events.k8s.io", "v1", "events", "Event"),
+    ]
+}
+
+/// An error answered as a `Status` body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.to_string(),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    fn with_details(mut self, def: &ResourceDef, name: &str, kind: &str) -> Self {
+        self.details = Some(json!({"name": name, "group": def.group, "kind": kind}));
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn not_found(def: &ResourceDef, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", def.qualified()),
+        )
+        .with_details(def, name, &def.plural)
+    }
+
+    pub fn already_exists(def: &ResourceDef, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", def.qualified()),
+        )
+        .with_details(def, name, &def.plural)
+    }
+
+    pub fn conflict(def: &ResourceDef, name: &str) -> Self {
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; \
+                 please apply your changes to the latest version and try again",
+                def.qualified()
+            ),
+        )
+        .with_details(def, name, &def.plural)
+    }
+
+    pub fn invalid(def: &ResourceDef, name: &str, field: &str, detail: &str) -> Self {
+        Self::new(
+            422,
+            "Invalid",
+            format!(
+                "{} \"{name}\" is invalid: {field}: {detail}",
+                def.qualified_kind()
+            ),
+        )
+        .with_details(def, name, &def.kind)
+    }
+
+    /// The `Status` JSON body.
+    pub fn to_status(&self) -> Value {
+        let mut v = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            v["details"] = d.clone();
+        }
+        v
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One change, as retained in the watch history and broadcast to live watches.
+#[derive(Debug)]
+pub struct StoredEvent {
+    pub key: String,
+    pub namespace: String,
+    pub etype: EventType,
+    pub object: Value,
+    /// The object before a modification (to turn selector transitions into ADDED/DELETED).
+    pub prev: Option<Value>,
+    pub rv: u64,
+}
+
+/// Options of a DELETE request.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    pub propagation: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    /// `dryRun` in the DeleteOptions body.
+    pub dry_run: bool,
+}
+
+/// How a patch body is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Merge,
+    Json,
+    Strategic,
+    Apply,
+}
+
+type ObjKey = (String, String, String);
+
+pub struct Store {
+    pub resources: Vec<ResourceDef>,
+    objects: BTreeMap<ObjKey, Value>,
+    pub rv: u64,
+    pub history: VecDeque<Arc<StoredEvent>>,
+    pub history_limit: usize,
+    /// Highest resourceVersion that has fallen out of the history.
+    pub compacted_rv: u64,
+    pub tx: broadcast::Sender<Arc<StoredEvent>>,
+    rand: RandomState,
+    rand_counter: u64,
+    /// Refuse to create namespaced objects in namespaces that do not exist.
+    pub require_namespaces: bool,
+}
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = Value::Object(Map::new());
+    }
+    let Value::Object(o) = obj else {
+        unreachable!("made an object above")
+    };
+    let m = o
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !m.is_object() {
+        *m = Value::Object(Map::new());
+    }
+    match m {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object above"),
+    }
+}
+
+fn finalizers(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn rv_of(obj: &Value) -> Option<String> {
+    meta_str(obj, "resourceVersion").map(str::to_string)
+}
+
+/// One parsed `managedFields` entry.
+#[derive(Debug, Clone)]
+struct ManagedEntry {
+    manager: String,
+    operation: String,
+    subresource: String,
+    api_version: String,
+    time: String,
+    set: FieldSet,
+}
+
+fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
+    let Some(list) = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|e| {
+            let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            ManagedEntry {
+                manager: s("manager"),
+                operation: s("operation"),
+                subresource: s("subresource"),
+                api_version: s("apiVersion"),
+                time: s("time"),
+                set: apply::from_fields_v1(e.get("fieldsV1").unwrap_or(&Value::Null)),
+            }
+        })
+        .collect()
+}
+
+fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
+    let list: Vec<Value> = entries
+        .iter()
+        .filter(|e| !e.set.is_empty())
+        .map(|e| {
+            let mut v = json!({
+                "manager": e.manager,
+                "operation": e.operation,
+                "apiVersion": e.api_version,
+                "time": e.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": apply::to_fields_v1(&e.set),
+            });
+            if !e.subresource.is_empty() {
+                v["subresource"] = json!(e.subresource);
+            }
+            v
+        })
+        .collect();
+    let meta = meta_mut(obj);
+    if list.is_empty() {
+        meta.remove("managedFields");
+    } else {
+        meta.insert("managedFields".into(), Value::Array(list));
+    }
+}
+
+/// The part of an object whose change bumps `metadata.generation`.
+fn generation_part(def: &ResourceDef, obj: &Value) -> Value {
+    if def.status_subresource {
+        return obj.get("spec").cloned().unwrap_or(Value::Null);
+    }
+    let mut o = obj.clone();
+    if let Value::Object(m) = &mut o {
+        for k in ["metadata", "status", "kind", "apiVersion"] {
+            m.remove(k);
+        }
+    }
+    o
+}
+
+/// Strip what the manager tracking never owns from a full object before diffing.
+fn without_server_fields(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Value::Object(m) = &mut o {
+        m.remove("kind");
+        m.remove("apiVersion");
+        if let Some(Value::Object(meta)) = m.get_mut("metadata") {
+            meta.retain(|k, _| {
+                matches!(
+                    k.as_str(),
+                    "labels" | "annotations" | "finalizers" | "ownerReferences"
+                )
+            });
+        }
+        if m.get("metadata")
+            .is_some_and(|meta| meta.as_object().is_some_and(Map::is_empty))
+        {
+            m.remove("metadata");
+        }
+    }
+    o
+}
+
+impl Store {
+    pub fn new(history_limit: usize) -> Self {
+        let (tx, _) = broadcast::channel(16 * 1024);
+        Self {
+            resources: builtin_resources(),
+            objects: BTreeMap::new(),
+            rv: 0,
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+            compacted_rv: 0,
+            tx,
+            rand: RandomState::new(),
+            rand_counter: 0,
+            require_namespaces: false,
+        }
+    }
+
+    /// A copy to run a dry-run request against: same objects, nobody listening.
+    pub fn dry_run_copy(&self) -> Store {
+        let (tx, _) = broadcast::channel(16);
+        Store {
+            resources: self.resources.clone(),
+            objects: self.objects.clone(),
+            rv: self.rv,
+            history: VecDeque::new(),
+            history_limit: self.history_limit,
+            compacted_rv: self.rv,
+            tx,
+            rand: self.rand.clone(),
+            rand_counter: self.rand_counter + 1_000_000,
+            require_namespaces: self.require_namespaces,
+        }
+    }
+
+    fn namespace_exists(&self, ns: &str) -> bool {
+        self.objects
+            .contains_key(&("/v1/namespaces".to_string(), String::new(), ns.to_string()))
+    }
+
+    pub fn register(&mut self, def: ResourceDef) {
+        self.resources.retain(|r| {
+            !(r.group == def.group && r.version == def.version && r.plural == def.plural)
+        });
+        self.resources.push(def);
+    }
+
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<ResourceDef> {
+        self.resources
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    fn def_by_key(&self, key: &str) -> Option<ResourceDef> {
+        self.resources.iter().find(|r| r.key() == key).cloned()
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rand_counter += 1;
+        let mut h = self.rand.build_hasher();
+        h.write_u64(self.rand_counter);
+        h.finish()
+    }
+
+    fn uid(&mut self) -> String {
+        let a = self.random();
+        let b = self.random();
+        format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0xfff,
+            b >> 52,
+            b & 0xffff_ffff_ffff
+        )
+    }
+
+    fn suffix(&mut self) -> String {
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        let mut r = self.random();
+        (0..5)
+            .map(|_| {
+                let c = ALPHABET[(r % ALPHABET.len() as u64) as usize] as char;
+                r /= ALPHABET.len() as u64;
+                c
+            })
+            .collect()
+    }
+
+    fn obj_key(def: &ResourceDef, ns: Option<&str>, name: &str) -> ObjKey {
+        let ns = if def.namespaced { ns.unwrap_or("") } else { "" };
+        (def.key(), ns.to_string(), name.to_string())
+    }
+
+    fn emit(&mut self, def: &ResourceDef, etype: EventType, object: Value, prev: Option<Value>) {
+        let ev = Arc::new(StoredEvent {
+            key: def.key(),
+            namespace: meta_str(&object, "namespace").unwrap_or("").to_string(),
+            etype,
+            rv: self.rv,
+            object,
+            prev,
+        });
+        self.history.push_back(ev.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted_rv = old.rv;
+            }
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    /// Shrink (or grow) the retained watch history; dropping events makes older
+    /// resourceVersions "too old" for watches.
+    pub fn set_history_limit(&mut self, limit: usize) {
+        self.history_limit = limit.max(1);
+        while self.history.len() > self.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted_rv = old.rv;
+            }
+        }
+    }
+
+    /// Forget all history: any watch from a resourceVersion below the current one gets 410.
+    pub fn compact(&mut self) {
+        self.history.clear();
+        self.compacted_rv = self.rv;
+    }
+
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
+        self.objects
+            .get(&Self::obj_key(def, ns, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(def, name))
+    }
+
+    pub fn list(&self, def: &ResourceDef, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
+        let key = def.key();
+        self.objects
+            .iter()
+            .filter(|((k, ons, _), _)| *k == key && ns.is_none_or(|ns| ns == ons))
+            .filter(|(_, v)| sel.matches(v))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// All objects of all resources (for GC lookups).
+    fn exists_uid(&self, uid: &str) -> bool {
+        self.objects
+            .values()
+            .any(|o| meta_str(o, "uid") == Some(uid))
+    }
+
+    pub fn create(
+        &mut self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        mut body: Value,
+        manager: Option<&str>,
+    ) -> Result<Value> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        if def.namespaced && ns.is_none() {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+        body["kind"] = json!(def.kind);
+        body["apiVersion"] = json!(def.api_version());
+        let time = now_rfc3339();
+        let mut name = meta_str(&body, "name").unwrap_or("").to_string();
+        if name.is_empty() {
+            match meta_str(&body, "generateName") {
+                Some(prefix) if !prefix.is_empty() => {
+                    name = format!("{prefix}{}", self.suffix());
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        def,
+                        "",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    ));
+                }
+            }
+        }
+        if let Some(body_ns) = meta_str(&body, "namespace")
+            && def.namespaced
+            && Some(body_ns) != ns
+            && !body_ns.is_empty()
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        if rv_of(&body).is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::new(
+                500,
+                "InternalError",
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        if let Some(ns) = ns
+            && def.namespaced
+            && self.require_namespaces
+            && !self.namespace_exists(ns)
+        {
+            let mut e = ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
+            e.details = Some(json!({"name": ns, "group": "", "kind": "namespaces"}));
+            return Err(e);
+        }
+        let key = Self::obj_key(def, ns, &name);
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::already_exists(def, &name));
+        }
+        // A create through the API records its manager; clients cannot supply managedFields.
+        if let Some(manager) = manager {
+            let entry = ManagedEntry {
+                manager: manager.to_string(),
+                operation: "Update".into(),
+                subresource: String::new(),
+                api_version: def.api_version(),
+                time: time.clone(),
+                set: apply::leaf_paths(&without_server_fields(&body)),
+            };
+            write_managed(&mut body, &[entry]);
+        }
+        if def.plural == "namespaces" && def.group.is_empty() {
+            let status = body
+                .as_object_mut()
+                .map(|o| o.entry("status").or_insert_with(|| json!({})));
+            match status {
+                Some(Value::Object(st)) => {
+                    st.entry("phase").or_insert_with(|| json!("Active"));
+                }
+                Some(other) => *other = json!({"phase": "Active"}),
+                None => {}
+            }
+        }
+        let uid = self.uid();
+        let rv = self.next_rv();
+        let meta = meta_mut(&mut body);
+        meta.insert("name".into(), json!(name));
+        if def.namespaced {
+            meta.insert("namespace".into(), json!(ns.unwrap_or("")));
+        } else {
+            meta.remove("namespace");
+        }
+        meta.insert("uid".into(), json!(uid));
+        meta.insert("creationTimestamp".into(), json!(time));
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        meta.insert("generation".into(), json!(1));
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        self.objects.insert(key, body.clone());
+        self.emit(def, EventType::Added, body.clone(), None);
+        Ok(body)
+    }
+
+    /// Build the object that results from writing `candidate` over `old` through `sub`.
+    fn prepare(def: &ResourceDef, old: &Value, candidate: Value, sub: Option<&str>) -> Value {
+        let mut new = if sub == Some("status") {
+            let mut n = old.clone();
+            match candidate.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Value::Object(m) = &mut n {
+                        m.remove("status");
+                    }
+                }
+            }
+            n
+        } else {
+            let mut n = candidate;
+            if !n.is_object() {
+                n = json!({});
+            }
+            if def.status_subresource {
+                match old.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        if let Value::Object(m) = &mut n {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            n
+        };
+        new["kind"] = json!(def.kind);
+        new["apiVersion"] = json!(def.api_version());
+        let meta = meta_mut(&mut new);
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "resourceVersion",
+        ] {
+            match old.get("metadata").and_then(|m| m.get(f)) {
+                Some(v) => meta.insert(f.to_string(), v.clone()),
+                None => meta.remove(f),
+            };
+        }
+        new
+    }
+
+    /// Record `manager` (operation Update) as owner of the fields that changed.
+    fn record_update_manager(
+        def: &ResourceDef,
+        old: &Value,
+        new: &mut Value,
+        manager: &str,
+        sub: Option<&str>,
+    ) {
+        let before = without_server_fields(old);
+        let after = without_server_fields(new);
+        let changed: FieldSet = apply::leaf_paths(&after)
+            .into_iter()
+            .filter(|p| apply::get_path(&before, p) != apply::get_path(&after, p))
+            .collect();
+        if changed.is_empty() {
+            return;
+        }
+        let mut entries = read_managed(old);
+        let sub = sub.unwrap_or("");
+        match entries
+            .iter_mut()
+            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
+        {
+            Some(e) => {
+                let before_len = e.set.len();
+                e.set.extend(changed);
+                if e.set.len() != before_len {
+                    e.time = now_rfc3339();
+                }
+            }
+            None => entries.push(ManagedEntry {
+                manager: manager.to_string(),
+                operation: "Update".into(),
+                subresource: sub.to_string(),
+                api_version: def.api_version(),
+                time: now_rfc3339(),
+                set: changed,
+            }),
+        }
+        write_managed(new, &entries);
+    }
+
+    /// Store `new` over `old` unless nothing changed. Returns the stored object and whether
+    /// anything changed.
+    fn commit_update(&mut self, def: &ResourceDef, old: Value, mut new: Value) -> (Value, bool) {
+        if new == old {
+            return (old, false);
+        }
+        let old_gen = old.pointer("/metadata/generation").and_then(Value::as_i64);
+        let gen_now = old_gen.unwrap_or(1);
+        let bump = generation_part(def, &old) != generation_part(def, &new);
+        let rv = self.next_rv();
+        {
+            let meta = meta_mut(&mut new);
+            meta.insert(
+                "generation".into(),
+                json!(if bump { gen_now + 1 } else { gen_now }),
+            );
+            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        }
+        let name = meta_str(&new, "name").unwrap_or("").to_string();
+        let ns = meta_str(&new, "namespace").map(str::to_string);
+        let key = Self::obj_key(def, ns.as_deref(), &name);
+        let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        if deleting && finalizers(&new).is_empty() {
+            self.objects.remove(&key);
+            self.emit(def, EventType::Deleted, new.clone(), Some(old));
+            self.collect_garbage(&new, false);
+            return (new, true);
+        }
+        self.objects.insert(key, new.clone());
+        self.emit(def, EventType::Modified, new.clone(), Some(old));
+        (new, true)
+    }
+
+    /// PUT. `sub` is `None` or `Some("status")`.
+    pub fn update(
+        &mut self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        body: Value,
+        manager: &str,
+    ) -> Result<(Value, bool)> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        if let Some(bname) = meta_str(&body, "name")
+            && bname != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({bname}) does not match the name on the URL ({name})"
+            )));
+        }
+        let old = self.get(def, ns, name)?;
+        match rv_of(&body) {
+            Some(rv) if Some(&rv) != rv_of(&old).as_ref() => {
+                return Err(ApiError::conflict(def, name));
+            }
+            None if !def.unconditional_update => {
+                return Err(ApiError::invalid(
+                    def,
+                    name,
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update",
+                ));
+            }
+            _ => {}
+        }
+        let mut new = Self::prepare(def, &old, body, sub);
+        Self::record_update_manager(def, &old, &mut new, manager, sub);
+        Ok(self.commit_update(def, old, new))
+    }
+
+    /// PATCH (including server-side apply). Returns the object, whether it changed and
+    /// whether it was created.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &mut self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        ptype: PatchType,
+        patch: Value,
+        manager: Option<&str>,
+        force: bool,
+    ) -> Result<(Value, bool, bool)> {
+        let existing = self.get(def, ns, name);
+        if ptype == PatchType::Apply {
+            return self.apply(def, ns, name, sub, existing, patch, manager, force);
+        }
+        let old = existing?;
+        let mut doc = old.clone();
+        match ptype {
+            PatchType::Merge => json_patch::merge(&mut doc, &patch),
+            PatchType::Strategic => apply::strategic_merge(&mut doc, &patch),
+            PatchType::Json => {
+                let ops: json_patch::Patch = serde_json::from_value(patch)
+                    .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+                json_patch::patch(&mut doc, &ops).map_err(|e| {
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("the JSON patch could not be applied: {e}"),
+                    )
+                })?;
+            }
+            PatchType::Apply => {
+                return self.apply(def, ns, name, sub, Ok(old), patch, manager, force);
+            }
+        }
+        if rv_of(&doc) != rv_of(&old) {
+            return Err(ApiError::conflict(def, name));
+        }
+        let mut new = Self::prepare(def, &old, doc, sub);
+        Self::record_update_manager(def, &old, &mut new, manager.unwrap_or("unknown"), sub);
+        let (obj, changed) = self.commit_update(def, old, new);
+        Ok((obj, changed, false))
+    }
+
+    /// Server-side apply (`application/apply-patch+yaml`).
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        sub: Option<&str>,
+        existing: Result<Value>,
+        patch: Value,
+        manager: Option<&str>,
+        force: bool,
+    ) -> Result<(Value, bool, bool)> {
+        let manager = manager.ok_or_else(|| {
+            ApiError::invalid(
+                def,
+                name,
+                "metadata.managedFields",
+                "Required value: is required for apply patch",
+            )
+        })?;
+        if !patch.is_object() {
+            return Err(ApiError::bad_request("the apply body must be an object"));
+        }
+        let api_version = patch.get("apiVersion").and_then(Value::as_str);
+        let kind = patch.get("kind").and_then(Value::as_str);
+        if api_version != Some(def.api_version().as_str()) || kind != Some(def.kind.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {}, Kind={} (expected {}, Kind={})",
+                api_version.unwrap_or(""),
+                kind.unwrap_or(""),
+                def.api_version(),
+                def.kind
+            )));
+        }
+        if let Some(bname) = meta_str(&patch, "name")
+            && bname != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({bname}) does not match the name on the URL ({name})"
+            )));
+        }
+        let old = match existing {
+            Ok(o) => o,
+            // Apply creates missing objects, but not through /status.
+            Err(e) if sub.is_some() => return Err(e),
+            Err(_) => {
+                let skeleton = json!({"metadata": {"name": name}});
+                let merged = self.apply_merge(def, &skeleton, None, patch, manager, force)?;
+                let obj = self.create(def, ns, merged, None)?;
+                return Ok((obj, true, true));
+            }
+        };
+        if let Some(rv) = rv_of(&patch)
+            && Some(&rv) != rv_of(&old).as_ref()
+        {
+            return Err(ApiError::conflict(def, name));
+        }
+        let merged = self.apply_merge(def, &old, sub, patch, manager, force)?;
+        let mut new = Self::prepare(def, &old, merged.clone(), sub);
+        // `prepare` restores managedFields from the old object; take the applied ones.
+        match merged.pointer("/metadata/managedFields") {
+            Some(m) => {
+                meta_mut(&mut new).insert("managedFields".into(), m.clone());
+            }
+            None => {
+                meta_mut(&mut new).remove("managedFields");
+            }
+        }
+        let (obj, changed) = self.commit_update(def, old, new);
+        Ok((obj, changed, false))
+    }
+
+    /// Merge an apply configuration into `old`, checking and updating field ownership.
+    /// Returns the merged object with updated `managedFields`.
+    fn apply_merge(
+        &self,
+        def: &ResourceDef,
+        old: &Value,
+        sub: Option<&str>,
+        patch: Value,
+        manager: &str,
+        force: bool,
+    ) -> Result<Value> {
+        let name = meta_str(old, "name").unwrap_or("").to_string();
+        // Reduce the configuration to what this endpoint may set.
+        let mut config = without_server_fields(&patch);
+        if let Value::Object(m) = &mut config {
+            if sub == Some("status") {
+                m.retain(|k, _| k == "status");
+            } else if def.status_subresource {
+                m.remove("status");
+            }
+        }
+        let new_set = apply::leaf_paths(&config);
+        let sub_name = sub.unwrap_or("");
+        let mut entries = read_managed(old);
+        let mut conflicts = Vec::new();
+        for e in entries.iter_mut() {
+            if e.operation != "Apply" || e.manager == manager {
+                continue;
+            }
+            let clashing: Vec<_> = e
+                .set
+                .intersection(&new_set)
+                .filter(|p| apply::get_path(old, p) != apply::get_path(&config, p))
+                .cloned()
+                .collect();
+            for p in clashing {
+                if force {
+                    e.set.remove(&p);
+                } else {
+                    conflicts.push((e.manager.clone(), p));
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            let causes: Vec<Value> = conflicts
+                .iter()
+                .map(|(m, p)| {
+                    json!({"type": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": apply::display_path(p)})
+                })
+                .collect();
+            let listing: Vec<String> = conflicts
+                .iter()
+                .map(|(m, p)| format!("conflict with \"{m}\": {}", apply::display_path(p)))
+                .collect();
+            let mut err = ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflict{}: {}",
+                    conflicts.len(),
+                    if conflicts.len() == 1 { "" } else { "s" },
+                    listing.join("\n")
+                ),
+            );
+            err.details = Some(
+                json!({"name": name, "group": def.group, "kind": def.plural, "causes": causes}),
+            );
+            return Err(err);
+        }
+        let mut merged = old.clone();
+        apply::strategic_merge(&mut merged, &config);
+        let pos = entries.iter().position(|e| {
+            e.manager == manager && e.operation == "Apply" && e.subresource == sub_name
+        });
+        let prev_set = pos.map(|i| entries[i].set.clone()).unwrap_or_default();
+        for p in prev_set.difference(&new_set) {
+            let owned_elsewhere = entries
+                .iter()
+                .enumerate()
+                .any(|(i, e)| Some(i) != pos && e.set.contains(p));
+            if !owned_elsewhere {
+                apply::remove_path(&mut merged, p);
+            }
+        }
+        match pos {
+            Some(i) => {
+                if entries[i].set != new_set {
+                    entries[i].set = new_set;
+                    entries[i].time = now_rfc3339();
+                }
+            }
+            None => entries.push(ManagedEntry {
+                manager: manager.to_string(),
+                operation: "Apply".into(),
+                subresource: sub_name.to_string(),
+                api_version: def.api_version(),
+                time: now_rfc3339(),
+                set: new_set,
+            }),
+        }
+        write_managed(&mut merged, &entries);
+        Ok(merged)
+    }
+
+    /// DELETE. Returns the final (or terminating) object and whether anything changed.
+    pub fn delete(
+        &mut self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<(Value, bool)> {
+        let old = self.get(def, ns, name)?;
+        if let Some(uid) = &opts.precondition_uid
+            && meta_str(&old, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    def.qualified(),
+                    meta_str(&old, "uid").unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.precondition_rv
+            && rv_of(&old).as_ref() != Some(rv)
+        {
+            return Err(ApiError::conflict(def, name));
+        }
+        let orphan = opts.propagation.as_deref() == Some("Orphan");
+        if !finalizers(&old).is_empty() {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok((old, false));
+            }
+            let mut new = old.clone();
+            let rv = self.next_rv();
+            let meta = meta_mut(&mut new);
+            meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            meta.insert("resourceVersion".into(), json!(rv.to_string()));
+            let key = Self::obj_key(def, ns, name);
+            self.objects.insert(key, new.clone());
+            self.emit(def, EventType::Modified, new.clone(), Some(old));
+            return Ok((new, true));
+        }
+        let key = Self::obj_key(def, ns, name);
+        self.objects.remove(&key);
+        let rv = self.next_rv();
+        let mut gone = old.clone();
+        meta_mut(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
+        self.emit(def, EventType::Deleted, gone.clone(), Some(old));
+        self.collect_garbage(&gone, orphan);
+        if def.group.is_empty() && def.plural == "namespaces" {
+            self.delete_namespace_contents(name);
+        }
+        Ok((gone, true))
+    }
+
+    /// Delete every object in a deleted namespace (finalizers are honoured per object).
+    fn delete_namespace_contents(&mut self, ns: &str) {
+        let inside: Vec<ObjKey> = self
+            .objects
+            .keys()
+            .filter(|(_, ons, _)| ons == ns)
+            .cloned()
+            .collect();
+        for (rkey, _, name) in inside {
+            if let Some(def) = self.def_by_key(&rkey) {
+                let _ = self.delete(&def, Some(ns), &name, &DeleteOpts::default());
+            }
+        }
+    }
+
+    /// After `owner` is gone: delete its dependents (background propagation) or, for
+    /// orphaning, drop the owner reference from them.
+    fn collect_garbage(&mut self, owner: &Value, orphan: bool) {
+        let Some(uid) = meta_str(owner, "uid").map(str::to_string) else {
+            return;
+        };
+        let dependents: Vec<(ObjKey, Value)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o.pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| {
+                        refs.iter()
+                            .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
+                    })
+            })
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        for ((rkey, ns, name), obj) in dependents {
+            let Some(def) = self.def_by_key(&rkey) else {
+                continue;
+            };
+            let ns = (!ns.is_empty()).then_some(ns);
+            let other_owner_alive = obj
+                .pointer("/metadata/ownerReferences")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .any(|u| u != uid && self.exists_uid(u));
+            if orphan || other_owner_alive {
+                let mut new = obj.clone();
+                if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
+                }
+                self.commit_update(&def, obj, new);
+            } else {
+                let _ = self.delete(&def, ns.as_deref(), &name, &DeleteOpts::default());
+            }
+        }
+    }
+}

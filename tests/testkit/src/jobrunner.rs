@@ -1,0 +1,422 @@
+//! A stand-in for the kubelet and the Job controller: runs batch/v1 Jobs as local processes.
+//!
+//! [`JobRunner`] watches Jobs through a [`kube::Client`] (usually one from
+//! [`crate::apiserver::ApiServer::client`]). For each Job without a terminal condition it:
+//!
+//! 1. patches `/status` with `startTime` and `active: 1`;
+//! 2. runs the pod template's **first container** `command` + `args` as a local process
+//!    (no image, no shell unless the command is one), with the environment made of `PATH` and
+//!    `HOME` of the test process, the container's `env` entries that have a literal `value`
+//!    (`$(VAR)` references in command/args are expanded from those), then the runner's
+//!    `extra_env` (which wins on clashes);
+//! 3. patches `/status` like the Job controller: on exit 0 `succeeded: 1` with the
+//!    `SuccessCriteriaMet` and `Complete` conditions and `completionTime`; otherwise `failed: 1`
+//!    with `FailureTarget` and `Failed` (reason `BackoffLimitExceeded`), or reason
+//!    `DeadlineExceeded` when `spec.activeDeadlineSeconds` ran out (the process is killed).
+//!
+//! The working directory is, in order: the `workdir` given to the runner, else the
+//! `MONOSHIP_WORKSPACE` environment variable of the test process, else the current directory.
+//! The container's `workingDir` is ignored.
+//!
+//! Only one attempt is made per Job: `backoffLimit`, `completions`, `parallelism`, pod
+//! failure policies and success policies are ignored. Suspended Jobs are not run. A Job is
+//! run at most once per runner (tracked by uid); deleting a running Job kills its process.
+//! Output lines are written to stderr (captured by the test harness) and to `tracing`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What a [`JobHook`] wants done with a Job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookDecision {
+    /// Run the container command as usual.
+    Run,
+    /// Do not run anything; mark the Job complete.
+    Succeed,
+    /// Do not run anything; mark the Job failed with this message.
+    Fail(String),
+}
+
+/// Called for every Job before it runs.
+pub type JobHook = Arc<dyn Fn(&Job) -> HookDecision + Send + Sync>;
+
+const MANAGER: &str = "monoship-testkit-jobrunner";
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Succeeded,
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+struct Settings {
+    extra_env: Vec<(String, String)>,
+    workdir: PathBuf,
+    hook: Option<JobHook>,
+    runs: AtomicUsize,
+    running: Mutex<HashMap<String, oneshot::Sender<()>>>,
+}
+
+/// A running job runner; dropping it stops watching and kills running processes.
+pub struct JobRunner {
+    settings: Arc<Settings>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Options for [`JobRunner::start_with`].
+#[derive(Clone, Default)]
+pub struct JobRunnerOptions {
+    /// Only watch this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Environment added to every process (overrides the container's `env`).
+    pub extra_env: Vec<(String, String)>,
+    /// Working directory (else `$MONOSHIP_WORKSPACE`, else the current directory).
+    pub workdir: Option<PathBuf>,
+    /// Decide per Job whether to run it, or to pretend it succeeded or failed.
+    pub hook: Option<JobHook>,
+}
+
+impl JobRunner {
+    /// Start watching Jobs in `namespace` (or all namespaces).
+    pub fn start(
+        client: Client,
+        namespace: Option<String>,
+        extra_env: Vec<(String, String)>,
+        workdir: Option<PathBuf>,
+    ) -> Self {
+        Self::start_with(
+            client,
+            JobRunnerOptions {
+                namespace,
+                extra_env,
+                workdir,
+                hook: None,
+            },
+        )
+    }
+
+    pub fn start_with(client: Client, opts: JobRunnerOptions) -> Self {
+        let workdir = opts
+            .workdir
+            .or_else(|| std::env::var_os("MONOSHIP_WORKSPACE").map(PathBuf::from))
+            .or_else(|| std::env::current_dir().ok())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let settings = Arc::new(Settings {
+            extra_env: opts.extra_env,
+            workdir,
+            hook: opts.hook,
+            runs: AtomicUsize::new(0),
+            running: Mutex::new(HashMap::new()),
+        });
+        let api: Api<Job> = match &opts.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let task = tokio::spawn(watch_jobs(client, api, settings.clone()));
+        Self {
+            settings,
+            task: Some(task),
+        }
+    }
+
+    /// How many Jobs were started (processes spawned or hook decisions taken).
+    pub fn runs(&self) -> usize {
+        self.settings.runs.load(Ordering::SeqCst)
+    }
+
+    /// How many Jobs are running right now.
+    pub fn running(&self) -> usize {
+        lock(&self.settings.running).len()
+    }
+
+    /// Stop watching and kill running processes.
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for JobRunner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_finished(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+}
+
+async fn watch_jobs(client: Client, api: Api<Job>, settings: Arc<Settings>) {
+    let mut started: HashSet<String> = HashSet::new();
+    let mut tasks = JoinSet::new();
+    let mut events = watcher(api, watcher::Config::default()).boxed();
+    while let Some(ev) = events.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::debug!("job runner watch error: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match ev {
+            watcher::Event::Apply(job) | watcher::Event::InitApply(job) => {
+                let Some(uid) = job.uid() else { continue };
+                if job.metadata.deletion_timestamp.is_some() {
+                    lock(&settings.running).remove(&uid);
+                    continue;
+                }
+                let suspended = job.spec.as_ref().and_then(|s| s.suspend) == Some(true);
+                if suspended || is_finished(&job) || !started.insert(uid.clone()) {
+                    continue;
+                }
+                let (tx, rx) = oneshot::channel();
+                lock(&settings.running).insert(uid.clone(), tx);
+                tasks.spawn(run_job(client.clone(), job, settings.clone(), rx));
+            }
+            watcher::Event::Delete(job) => {
+                if let Some(uid) = job.uid() {
+                    // Dropping the sender cancels the run.
+                    lock(&settings.running).remove(&uid);
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+}
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn condition(type_: &str, reason: &str, message: &str, time: &str) -> Value {
+    json!({"type": type_, "status": "True", "reason": reason, "message": message,
+           "lastProbeTime": time, "lastTransitionTime": time})
+}
+
+async fn patch_status(api: &Api<Job>, name: &str, status: Value) {
+    let pp = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    if let Err(e) = api
+        .patch_status(name, &pp, &Patch::Merge(json!({"status": status})))
+        .await
+    {
+        tracing::warn!("job runner: status update of {name} failed: {e}");
+    }
+}
+
+/// Expand `$(VAR)` references like the kubelet does for command and args.
+fn expand(s: &str, env: &[(String, String)]) -> String {
+    let mut out = s.to_string();
+    for (k, v) in env {
+        out = out.replace(&format!("$({k})"), v);
+    }
+    out
+}
+
+async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: oneshot::Receiver<()>) {
+    let name = job.name_any();
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    let uid = job.uid().unwrap_or_default();
+    let api: Api<Job> = Api::namespaced(client, &ns);
+    let label = format!("[job {ns}/{name}]");
+    settings.runs.fetch_add(1, Ordering::SeqCst);
+    let start = now();
+    patch_status(
+        &api,
+        &name,
+        json!({"startTime": start, "active": 1, "ready": 0}),
+    )
+    .await;
+
+    let decision = match &settings.hook {
+        Some(hook) => hook(&job),
+        None => HookDecision::Run,
+    };
+    let outcome = match decision {
+        HookDecision::Succeed => Some(Outcome::Succeeded),
+        HookDecision::Fail(message) => Some(Outcome::Failed {
+            reason: "BackoffLimitExceeded",
+            message,
+        }),
+        HookDecision::Run => run_process(&job, &settings, &label, cancel).await,
+    };
+    lock(&settings.running).remove(&uid);
+    let Some(outcome) = outcome else {
+        eprintln!("{label} cancelled (job deleted or runner stopped)");
+        return;
+    };
+    let t = now();
+    let status = match outcome {
+        Outcome::Succeeded => {
+            let msg = "Reached expected number of succeeded pods";
+            json!({"active": null, "ready": 0, "succeeded": 1, "completionTime": t,
+                   "conditions": [condition("SuccessCriteriaMet", "CompletionsReached", msg, &t),
+                                  condition("Complete", "CompletionsReached", msg, &t)]})
+        }
+        Outcome::Failed { reason, message } => {
+            json!({"active": null, "ready": 0, "failed": 1,
+                   "conditions": [condition("FailureTarget", reason, &message, &t),
+                                  condition("Failed", reason, &message, &t)]})
+        }
+    };
+    eprintln!("{label} finished: {}", status["conditions"][1]["type"]);
+    patch_status(&api, &name, status).await;
+}
+
+/// Run the first container; `None` when cancelled.
+async fn run_process(
+    job: &Job,
+    settings: &Settings,
+    label: &str,
+    cancel: oneshot::Receiver<()>,
+) -> Option<Outcome> {
+    let spec = job.spec.as_ref();
+    let container = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers.first());
+    let Some(container) = container else {
+        return Some(Outcome::Failed {
+            reason: "BackoffLimitExceeded",
+            message: "Job has no containers".into(),
+        });
+    };
+    let env: Vec<(String, String)> = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .collect();
+    let argv: Vec<String> = container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .map(|a| expand(a, &env))
+        .collect();
+    let Some((program, args)) = argv.split_first() else {
+        return Some(Outcome::Failed {
+            reason: "BackoffLimitExceeded",
+            message: "the first container has no command (images are not run)".into(),
+        });
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .current_dir(&settings.workdir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for k in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.envs(env.iter().cloned());
+    cmd.envs(settings.extra_env.iter().cloned());
+    eprintln!("{label} running {argv:?} in {}", settings.workdir.display());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(Outcome::Failed {
+                reason: "BackoffLimitExceeded",
+                message: format!("cannot start {program:?}: {e}"),
+            });
+        }
+    };
+    for (stream, tag) in [
+        (
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            "stdout",
+        ),
+        (
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            "stderr",
+        ),
+    ] {
+        if let Some(stream) = stream {
+            let label = label.to_string();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::info!("{label} {tag}: {line}");
+                    eprintln!("{label} {tag}: {line}");
+                }
+            });
+        }
+    }
+    let deadline = spec.and_then(|s| s.active_deadline_seconds);
+    let sleep = async {
+        match deadline {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(0) as u64)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        status = child.wait() => Some(match status {
+            Ok(s) if s.success() => Outcome::Succeeded,
+            Ok(s) => Outcome::Failed {
+                reason: "BackoffLimitExceeded",
+                message: format!("Job has reached the specified backoff limit ({s})"),
+            },
+            Err(e) => Outcome::Failed {
+                reason: "BackoffLimitExceeded",
+                message: format!("waiting for the process failed: {e}"),
+            },
+        }),
+        _ = sleep => {
+            let _ = child.kill().await;
+            Some(Outcome::Failed {
+                reason: "DeadlineExceeded",
+                message: "Job was active longer than specified deadline".into(),
+            })
+        }
+        _ = cancel => {
+            let _ = child.kill().await;
+            None
+        }
+    }
+}
