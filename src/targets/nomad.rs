@@ -282,12 +282,12 @@ impl NomadClient {
             .get(self.job_url.clone())
             .send()
             .await
-            .map_err(|e| self.transport_error("GET", &e))?;
+            .map_err(|e| self.transport_error("GET", e))?;
         let status = response.status();
         let body = response
             .text()
             .await
-            .map_err(|e| self.transport_error("GET", &e))?;
+            .map_err(|e| self.transport_error("GET", e))?;
         if status == StatusCode::NOT_FOUND {
             return Err(Error::stalled(
                 reasons::NOMAD_JOB_NOT_FOUND,
@@ -325,12 +325,12 @@ impl NomadClient {
             .json(&body)
             .send()
             .await
-            .map_err(|e| self.transport_error("POST", &e))?;
+            .map_err(|e| self.transport_error("POST", e))?;
         let status = response.status();
         let text = response
             .text()
             .await
-            .map_err(|e| self.transport_error("POST", &e))?;
+            .map_err(|e| self.transport_error("POST", e))?;
         if status.is_success() {
             let answer = serde_json::from_str(&text).map_err(|e| Error::Nomad {
                 job: self.target.job.clone(),
@@ -344,7 +344,7 @@ impl NomadClient {
         Err(status_error(&self.target, "write", status, &text))
     }
 
-    fn transport_error(&self, method: &str, error: &reqwest::Error) -> Error {
+    fn transport_error(&self, method: &str, error: reqwest::Error) -> Error {
         let kind = if error.is_timeout() {
             "timed out"
         } else if error.is_connect() {
@@ -352,12 +352,17 @@ impl NomadClient {
         } else {
             "failed"
         };
+        let detail = error_chain(&error.without_url());
+        let hint = if detail.contains("certificate") {
+            "; if Nomad's certificate is issued by a private CA, set caSecretRef"
+        } else {
+            ""
+        };
         Error::Nomad {
             job: self.target.job.clone(),
             message: format!(
-                "{method} {} {kind}: {}",
+                "{method} {} {kind}: {detail}{hint}",
                 redacted_url(&self.job_url),
-                error_chain(error)
             ),
         }
     }
@@ -386,13 +391,17 @@ pub fn is_conflict_body(status: StatusCode, body: &str) -> bool {
         && body.trim_start().starts_with(ENFORCE_INDEX_ERROR_PREFIX)
 }
 
-/// `job "J" in namespace "N", region "R"`, for messages.
+/// `job "J" in namespace "N"` and `, region "R"` when set, for messages.
 fn describe_job(target: &NomadTarget) -> String {
+    let region = target
+        .region
+        .as_deref()
+        .map(|r| format!(", region {r:?}"))
+        .unwrap_or_default();
     format!(
-        "job {:?} in namespace {:?}, region {:?}",
+        "job {:?} in namespace {:?}{region}",
         target.job,
         target.namespace.as_deref().unwrap_or("default"),
-        target.region.as_deref().unwrap_or("(agent's)")
     )
 }
 
