@@ -15,6 +15,8 @@
 //!   `ModifyIndex` and `JobModifyIndex` and `Version + 1`. When it did not, the job is left as
 //!   it was (Nomad applies no job update), but an evaluation is still created. Either way the
 //!   answer is `{"EvalID", "EvalCreateIndex", "JobModifyIndex", "Warnings": "", "Index"}`.
+//! - Jobs are keyed by namespace (query `namespace`, else the job's `Namespace`, else
+//!   `default`) and id; the `region` query parameter is ignored (one region, `global`).
 //! - With an ACL token configured, a request without it or with another one gets 403
 //!   `Permission denied`.
 //!
@@ -381,6 +383,7 @@ async fn post_job(
 pub struct NomadDouble {
     shared: Shared,
     addr: SocketAddr,
+    scheme: &'static str,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -396,7 +399,22 @@ impl NomadDouble {
         Self::start_inner(Some(token.to_owned())).await
     }
 
+    /// Starts a double serving https with a certificate for `127.0.0.1` and `localhost`
+    /// issued by [`TEST_CA_PEM`]; requires `token` when given. Install a rustls crypto
+    /// provider first.
+    pub async fn start_tls(token: Option<&str>) -> std::io::Result<Self> {
+        let config = tls_config()?;
+        Self::serve(token.map(str::to_owned), Some(config)).await
+    }
+
     async fn start_inner(token: Option<String>) -> std::io::Result<Self> {
+        Self::serve(token, None).await
+    }
+
+    async fn serve(
+        token: Option<String>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Self> {
         let shared = Shared(Arc::new(Mutex::new(Inner {
             token,
             index: 10,
@@ -409,24 +427,40 @@ impl NomadDouble {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
+        let stopped = async move {
+            let _ = rx.await;
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = match tls {
+            None => tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await;
+            }),
+            Some(config) => {
+                let listener = TlsListener {
+                    tcp: listener,
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                };
+                tokio::spawn(async move {
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await;
                 })
-                .await;
-        });
+            }
+        };
         Ok(Self {
             shared,
             addr,
+            scheme,
             shutdown: Some(tx),
             task: Some(task),
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for [`Self::start_tls`]).
     pub fn address(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Stores `job` (a Nomad job JSON with at least `ID`) as a register without
@@ -572,6 +606,90 @@ impl Drop for NomadDouble {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// The CA that issued the https double's certificate (PEM), for `NomadAccess::ca_pem`.
+pub const TEST_CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBjDCCATOgAwIBAgIUaUeBp+aN1oGRv5nBmGroSlw6LngwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQbW9ub3NoaXAgdGVzdCBDQTAgFw0yNjExMjUwNDQyMjZaGA8y
+MTI2MTEwMTA0NDIyNlowGzEZMBcGA1UEAwwQbW9ub3NoaXAgdGVzdCBDQTBZMBMG
+ByqGSM49AgEGCCqGSM49AwEHA0IABPJUdRFPkKPyupJqwEr/RNbYILbhG0aRe6u6
+HrjvQXhjC4t7kJaVOxyMLA5fgiSUN/AMuJNG5hkwIAqMYk+GXJCjUzBRMB0GA1Ud
+DgQWBBQMNL2njWI2lvDnFxaPJ09DnoA/PzAfBgNVHSMEGDAWgBQMNL2njWI2lvDn
+FxaPJ09DnoA/PzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCIDY7
+vXeEXdyjk8V0kTYPHvceCfYskjTPagHP0k74bxOPAiA2cc46Cx18PGyrX/vbXVQ2
+YckWvHkFOL34FB4i8OoU4w==
+-----END CERTIFICATE-----
+";
+
+/// The https double's certificate, for `127.0.0.1` and `localhost`, issued by [`TEST_CA_PEM`].
+const SERVER_CERT_PEM: &str = "\
+-----BEGIN CERTIFICATE-----
+MIIBwDCCAWagAwIBAgIUBYn2rKQFN4WLHdzSHZBkSKO0aHAwCgYIKoZIzj0EAwIw
+GzEZMBcGA1UEAwwQbW9ub3NoaXAgdGVzdCBDQTAgFw0yNjExMjUwNDQyMzVaGA8y
+MTI2MTEwMTA0NDIzNVowFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0C
+AQYIKoZIzj0DAQcDQgAEVqNUacOE1RKvogXLJ+Nk3uzqLxFoE8yGZQnStLqhSRGY
+bzPkcue9YRB1hZ9fc6CwuuRlMjfxpfUdzPAH1UYwrKOBjDCBiTAaBgNVHREEEzAR
+hwR/AAABgglsb2NhbGhvc3QwCQYDVR0TBAIwADALBgNVHQ8EBAMCB4AwEwYDVR0l
+BAwwCgYIKwYBBQUHAwEwHQYDVR0OBBYEFOIO5U6BFbza5u+OwaZYJF7YIPxkMB8G
+A1UdIwQYMBaAFAw0vaeNYjaW8OcXFo8nT0OegD8/MAoGCCqGSM49BAMCA0gAMEUC
+IEBt74kCgafVot0OkjKEmnw3P91aGAsPd7fOXmKySvKZAiEA78G1BU/NbzIEIBwT
+dvE4PI0pQD8RC0fv5nAfouSzC+Y=
+-----END CERTIFICATE-----
+";
+
+/// The https double's private key (test only).
+const SERVER_KEY_PEM: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg7qjOZXPhBtrO+0dt
+ZotGd3k1FXk9wKE4BiQ0TUf/C9qhRANCAARWo1Rpw4TVEq+iBcsn42Te7OovEWgT
+zIZlCdK0uqFJEZhvM+Ry571hEHWFn19zoLC65GUyN/Gl9R3M8AfVRjCs
+-----END PRIVATE KEY-----
+";
+
+fn tls_config() -> std::io::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let invalid = |e: &dyn std::fmt::Display| std::io::Error::other(e.to_string());
+    let certs = CertificateDer::pem_slice_iter(SERVER_CERT_PEM.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(SERVER_KEY_PEM.as_bytes()).map_err(|e| invalid(&e))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts TCP connections and completes TLS handshakes (failed handshakes are dropped).
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
+            match self.acceptor.accept(stream).await {
+                Ok(tls) => return (tls, addr),
+                Err(e) => tracing::debug!("TLS handshake from {addr} failed: {e}"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 
