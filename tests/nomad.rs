@@ -8,7 +8,7 @@ use monoship::api::NomadTarget;
 use monoship::conditions::reasons;
 use monoship::targets::nomad::{NomadAccess, NomadClient, error_reason, is_conflict};
 use monoship::targets::{PinOutcome, pinned_reference};
-use monoship_testkit::nomad::{DEFAULT_NAMESPACE, NomadDouble, docker_job};
+use monoship_testkit::nomad::{DEFAULT_NAMESPACE, NomadDouble, TEST_CA_PEM, docker_job};
 use serde_json::{Value, json};
 
 const JOB: &str = "web";
@@ -488,4 +488,39 @@ async fn the_token_never_shows_in_errors_or_logs() {
     );
     assert!(!text.contains(TOKEN), "{text}");
     assert!(!text.contains("secret-token"), "{text}");
+}
+
+#[tokio::test]
+async fn https_with_the_ca_from_the_secret() {
+    init();
+    let nomad = NomadDouble::start_tls(Some(TOKEN)).await.unwrap();
+    nomad.seed_docker_job(JOB, GROUP, TASK, OLD, &[]);
+    let target = target(&nomad);
+    assert!(target.address.starts_with("https://127.0.0.1:"));
+
+    // Without the CA the server is not trusted, and nothing is written.
+    let err = client(&target, Some(TOKEN))
+        .pin_task_image(&wanted())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Nomad { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("caSecretRef") && err.to_string().contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(nomad.gets(JOB), 0);
+
+    let access = NomadAccess {
+        token: Some(TOKEN.into()),
+        ca_pem: Some(TEST_CA_PEM.as_bytes().to_vec()),
+    };
+    let trusted = NomadClient::new(&target, &access).unwrap();
+    let outcome = trusted.pin_task_image(&wanted()).await.unwrap();
+    assert!(matches!(outcome, PinOutcome::Pinned(_)), "{outcome:?}");
+    assert_eq!(nomad.posts(JOB), 1);
+    assert_eq!(
+        image_of(&nomad.job(DEFAULT_NAMESPACE, JOB).unwrap()),
+        wanted()
+    );
+    assert_eq!(trusted.task_image().await.unwrap().image, wanted());
 }
