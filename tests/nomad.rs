@@ -386,6 +386,20 @@ async fn a_rejected_write_is_stalled_as_invalid_spec() {
 }
 
 #[tokio::test]
+async fn a_token_that_may_read_but_not_write_is_stalled() {
+    let nomad = seeded().await;
+    nomad.fail_next_posts(1, 403, "Permission denied");
+    let err = client(&target(&nomad), None)
+        .pin_task_image(&wanted())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), reasons::NOMAD_ACCESS_DENIED);
+    assert!(err.to_string().contains("submit-job"), "{err}");
+    assert_eq!(nomad.posts(JOB), 1, "not retried");
+    assert_eq!(image_of(&nomad.job(DEFAULT_NAMESPACE, JOB).unwrap()), OLD);
+}
+
+#[tokio::test]
 async fn server_errors_and_refused_connections_are_transient() {
     let nomad = seeded().await;
     nomad.fail_next(1, 503, "No cluster leader");
@@ -523,4 +537,88 @@ async fn https_with_the_ca_from_the_secret() {
         wanted()
     );
     assert_eq!(trusted.task_image().await.unwrap().image, wanted());
+}
+
+/// The double answers the register edge cases as Nomad's job endpoint does.
+#[tokio::test]
+async fn the_double_answers_registers_like_nomad() {
+    let nomad = seeded().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/job/{JOB}", nomad.address());
+    let post = |body: Value| {
+        let request = http.post(&url).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let job = nomad.job(DEFAULT_NAMESPACE, JOB).unwrap();
+    let index = job["JobModifyIndex"].as_u64().unwrap();
+
+    assert_eq!(post(json!({})).await, (400, "Job must be specified".into()));
+    let mut no_id = job.clone();
+    no_id.as_object_mut().unwrap().remove("ID");
+    assert_eq!(
+        post(json!({ "Job": no_id })).await,
+        (400, "Job ID hasn't been provided".into())
+    );
+    let mut other = job.clone();
+    other["ID"] = json!("other");
+    assert_eq!(
+        post(json!({ "Job": other })).await,
+        (400, "Job ID does not match name".into())
+    );
+    assert_eq!(
+        post(json!({ "Job": job, "EnforceIndex": true, "JobModifyIndex": 0 })).await,
+        (
+            500,
+            "Enforcing job modify index 0: job already exists".into()
+        )
+    );
+    assert_eq!(
+        post(json!({ "Job": job, "EnforceIndex": true, "JobModifyIndex": index - 1 })).await,
+        (
+            500,
+            format!(
+                "Enforcing job modify index {}: job exists with conflicting job modify index: {index}",
+                index - 1
+            )
+        )
+    );
+
+    // Only status fields differ: no new version, same JobModifyIndex, but an evaluation.
+    let evaluations = nomad.evaluations();
+    let mut same = job.clone();
+    same["Status"] = json!("pending");
+    same["SubmitTime"] = json!(1);
+    let (status, body) =
+        post(json!({ "Job": same, "EnforceIndex": true, "JobModifyIndex": index })).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["JobModifyIndex"], json!(index));
+    assert!(answer["EvalID"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(nomad.evaluations(), evaluations + 1);
+    assert_eq!(nomad.version(DEFAULT_NAMESPACE, JOB), Some(0));
+
+    // A Meta change is a new version with a new JobModifyIndex.
+    let mut changed = job.clone();
+    changed["Meta"]["commit"] = json!("2222222");
+    let (status, body) =
+        post(json!({ "Job": changed, "EnforceIndex": true, "JobModifyIndex": index })).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert!(answer["JobModifyIndex"].as_u64().unwrap() > index);
+    assert_eq!(nomad.version(DEFAULT_NAMESPACE, JOB), Some(1));
+    let versions: Value = http
+        .get(format!("{url}/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions["Versions"][0]["Version"], json!(1));
+    assert_eq!(versions["Versions"][1]["Version"], json!(0));
+    assert_eq!(versions["Versions"][0]["Meta"]["commit"], json!("2222222"));
 }
