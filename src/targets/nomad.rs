@@ -87,7 +87,7 @@ pub struct NomadClient {
 impl fmt::Debug for NomadClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NomadClient")
-            .field("job_url", &self.job_url.as_str())
+            .field("job_url", &redacted_url(&self.job_url))
             .field("group", &self.target.group)
             .field("task", &self.target.task)
             .field("token", &self.has_token.then_some("<redacted>"))
