@@ -4,6 +4,7 @@
 pub mod apiserver;
 pub mod git;
 pub mod jobrunner;
+pub mod nomad;
 pub mod oci;
 pub mod registry;
 pub mod scenario;
