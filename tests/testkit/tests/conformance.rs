@@ -573,14 +573,52 @@ async fn server_side_apply_tracks_managers_conflicts_and_force() {
         "{:?}",
         dropped.labels()
     );
-    // A plain update (merge patch) by someone else is not an apply conflict.
+    // An update (merge patch) takes ownership of what it changes: the applier now conflicts
+    // with the updating manager, and force takes the field back.
     api.patch(
         "a",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"commit": "c5"}})),
+        &PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &Patch::Merge(json!({"spec": {"service": "edited"}})),
     )
     .await
     .unwrap();
+    let e = api_err(
+        api.patch("a", &PatchParams::apply("carol"), &apply("db", None))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        e.message.contains(r#"conflict with "kubectl-edit""#),
+        "{}",
+        e.message
+    );
+    let back = api
+        .patch(
+            "a",
+            &PatchParams::apply("carol").force(),
+            &apply("db", None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back.spec.service, "db");
+    // Fields only set at create time by a plain client do not block an applier that agrees.
+    let created = api
+        .create(&PostParams::default(), &sb("plain", "web"))
+        .await
+        .unwrap();
+    let same = api
+        .patch(
+            "plain",
+            &PatchParams::apply("ctrl"),
+            &Patch::Apply(json!({"apiVersion": "monoship.dev/v1alpha1",
+            "kind": "ServiceBuild", "spec": {"service": "web"}})),
+        )
+        .await
+        .unwrap();
+    assert!(rv(&same) > rv(&created), "new manager recorded");
     // Apply on /status of a missing object is 404.
     let e = api_err(api.patch_status("zz", &PatchParams::apply("alice"), &Patch::Apply(json!({"apiVersion": "monoship.dev/v1alpha1", "kind": "ServiceBuild", "status": {"phase": "x"}}))).await.unwrap_err());
     assert_eq!(e.code, 404);
@@ -1326,9 +1364,10 @@ async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Ctx>) -> Result<Action, kube:
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": format!("{}-config", sb.name_any()), "ownerReferences": [sb.controller_owner_ref(&()).unwrap()]},
         "data": {"service": sb.spec.service}});
+    // Force, as controllers must: someone else's edit of a field makes them its owner.
     cms.patch(
         &format!("{}-config", sb.name_any()),
-        &PatchParams::apply("monoship-test"),
+        &PatchParams::apply("monoship-test").force(),
         &Patch::Apply(cm),
     )
     .await?;

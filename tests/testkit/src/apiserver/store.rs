@@ -626,7 +626,16 @@ impl Store {
                 subresource: String::new(),
                 api_version: def.api_version(),
                 time: time.clone(),
-                set: apply::leaf_paths(&without_server_fields(&body)),
+                set: {
+                    // Status is not owned by the creator (kube-apiserver would have dropped it).
+                    let mut owned = without_server_fields(&body);
+                    if def.status_subresource
+                        && let Value::Object(m) = &mut owned
+                    {
+                        m.remove("status");
+                    }
+                    apply::leaf_paths(&owned)
+                },
             };
             write_managed(&mut body, &[entry]);
         }
@@ -714,7 +723,8 @@ impl Store {
         new
     }
 
-    /// Record `manager` (operation Update) as owner of the fields that changed.
+    /// Record `manager` (operation Update) as owner of the fields that changed; other
+    /// managers lose ownership of fields that were changed or removed.
     fn record_update_manager(
         def: &ResourceDef,
         old: &Value,
@@ -728,30 +738,37 @@ impl Store {
             .into_iter()
             .filter(|p| apply::get_path(&before, p) != apply::get_path(&after, p))
             .collect();
-        if changed.is_empty() {
+        let removed: FieldSet = apply::leaf_paths(&before)
+            .into_iter()
+            .filter(|p| apply::get_path(&after, p).is_none())
+            .collect();
+        if changed.is_empty() && removed.is_empty() {
             return;
         }
         let mut entries = read_managed(old);
         let sub = sub.unwrap_or("");
-        match entries
-            .iter_mut()
-            .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
-        {
-            Some(e) => {
-                let before_len = e.set.len();
-                e.set.extend(changed);
-                if e.set.len() != before_len {
+        for e in entries.iter_mut() {
+            e.set
+                .retain(|p| !changed.contains(p) && !removed.contains(p));
+        }
+        if !changed.is_empty() {
+            match entries
+                .iter_mut()
+                .find(|e| e.manager == manager && e.operation == "Update" && e.subresource == sub)
+            {
+                Some(e) => {
+                    e.set.extend(changed);
                     e.time = now_rfc3339();
                 }
+                None => entries.push(ManagedEntry {
+                    manager: manager.to_string(),
+                    operation: "Update".into(),
+                    subresource: sub.to_string(),
+                    api_version: def.api_version(),
+                    time: now_rfc3339(),
+                    set: changed,
+                }),
             }
-            None => entries.push(ManagedEntry {
-                manager: manager.to_string(),
-                operation: "Update".into(),
-                subresource: sub.to_string(),
-                api_version: def.api_version(),
-                time: now_rfc3339(),
-                set: changed,
-            }),
         }
         write_managed(new, &entries);
     }
@@ -977,7 +994,7 @@ impl Store {
         let mut entries = read_managed(old);
         let mut conflicts = Vec::new();
         for e in entries.iter_mut() {
-            if e.operation != "Apply" || e.manager == manager {
+            if e.manager == manager {
                 continue;
             }
             let clashing: Vec<_> = e
