@@ -170,8 +170,23 @@ pub async fn run(
         let synced = {
             let health = health.clone();
             tokio::spawn(async move {
-                if store.wait_until_ready().await.is_ok() {
-                    health.set_synced(true);
+                // kube-runtime's readiness future keeps only its last poller's waker, and the
+                // controller's own runner waits on it too: poll again until it reports ready.
+                loop {
+                    match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready())
+                        .await
+                    {
+                        Ok(Ok(())) => {
+                            debug!("caches synced");
+                            health.set_synced(true);
+                            break;
+                        }
+                        Ok(Err(error)) => {
+                            debug!(%error, "the cache will never sync");
+                            break;
+                        }
+                        Err(_) => {}
+                    }
                 }
             })
         };

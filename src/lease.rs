@@ -59,10 +59,12 @@ impl Leadership {
         self.decided.load(Ordering::SeqCst)
     }
 
-    /// Wait until leadership equals `leader`.
+    /// Wait until leadership equals `leader`. When the elector is gone (or there never was
+    /// one), leadership cannot change any more: this returns only if it already equals `leader`.
     pub async fn wait_for(&mut self, leader: bool) {
-        // An error means the elector is gone; then nothing will change any more.
-        let _ = self.changes.wait_for(|l| *l == leader).await;
+        if self.changes.wait_for(|l| *l == leader).await.is_err() && self.is_leader() != leader {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

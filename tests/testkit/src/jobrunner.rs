@@ -4,7 +4,8 @@
 //! [`crate::apiserver::ApiServer::client`]). For each Job without a terminal condition it:
 //!
 //! 1. patches `/status` with `startTime` and `active: 1`;
-//! 2. runs the pod template's **first container** `command` + `args` as a local process
+//! 2. runs the pod template's init containers in order, then its **first container**,
+//!    each one's `command` + `args` as a local process
 //!    (no image, no shell unless the command is one), with the environment made of `PATH` and
 //!    `HOME` of the test process, the container's `env` entries that have a literal `value`
 //!    (`$(VAR)` references in command/args are expanded from those), then the runner's
@@ -69,6 +70,7 @@ enum Outcome {
 struct Settings {
     extra_env: Vec<(String, String)>,
     workdir: PathBuf,
+    workspace_per_job: bool,
     hook: Option<JobHook>,
     runs: AtomicUsize,
     running: Mutex<HashMap<String, oneshot::Sender<()>>>,
@@ -91,6 +93,9 @@ pub struct JobRunnerOptions {
     pub workdir: Option<PathBuf>,
     /// Decide per Job whether to run it, or to pretend it succeeded or failed.
     pub hook: Option<JobHook>,
+    /// Give each Job its own directory under the working directory, and point
+    /// `MONOSHIP_WORKSPACE` at it (the pod's `/workspace` volume).
+    pub workspace_per_job: bool,
 }
 
 impl JobRunner {
@@ -108,6 +113,7 @@ impl JobRunner {
                 extra_env,
                 workdir,
                 hook: None,
+                workspace_per_job: false,
             },
         )
     }
@@ -121,6 +127,7 @@ impl JobRunner {
         let settings = Arc::new(Settings {
             extra_env: opts.extra_env,
             workdir,
+            workspace_per_job: opts.workspace_per_job,
             hook: opts.hook,
             runs: AtomicUsize::new(0),
             running: Mutex::new(HashMap::new()),
@@ -300,23 +307,75 @@ async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: ones
     patch_status(&api, &name, status).await;
 }
 
-/// Run the first container; `None` when cancelled.
+/// Run the init containers in order, then the first container, as the kubelet would; the
+/// first failure ends the Job. `None` when cancelled.
 async fn run_process(
     job: &Job,
     settings: &Settings,
     label: &str,
-    cancel: oneshot::Receiver<()>,
+    mut cancel: oneshot::Receiver<()>,
 ) -> Option<Outcome> {
     let spec = job.spec.as_ref();
-    let container = spec
-        .and_then(|s| s.template.spec.as_ref())
-        .and_then(|p| p.containers.first());
-    let Some(container) = container else {
+    let pod = spec.and_then(|s| s.template.spec.as_ref());
+    let Some(first) = pod.and_then(|p| p.containers.first()) else {
         return Some(Outcome::Failed {
             reason: "BackoffLimitExceeded",
             message: "Job has no containers".into(),
         });
     };
+    let workdir = if settings.workspace_per_job {
+        let dir = settings.workdir.join(format!(
+            "{}-{}",
+            job.namespace().unwrap_or_default(),
+            job.name_any()
+        ));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return Some(Outcome::Failed {
+                reason: "BackoffLimitExceeded",
+                message: format!("cannot create the workspace {}: {e}", dir.display()),
+            });
+        }
+        Some(dir)
+    } else {
+        None
+    };
+    let deadline = spec
+        .and_then(|s| s.active_deadline_seconds)
+        .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs.max(0) as u64));
+    let steps = pod
+        .and_then(|p| p.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(first));
+    for container in steps {
+        let outcome = run_container(
+            container,
+            workdir.as_deref(),
+            settings,
+            label,
+            deadline,
+            &mut cancel,
+        )
+        .await;
+        match outcome {
+            Some(Outcome::Succeeded) => {}
+            other => return other,
+        }
+    }
+    Some(Outcome::Succeeded)
+}
+
+/// Run one container's command; `None` when cancelled.
+async fn run_container(
+    container: &k8s_openapi::api::core::v1::Container,
+    workspace: Option<&std::path::Path>,
+    settings: &Settings,
+    label: &str,
+    deadline: Option<tokio::time::Instant>,
+    cancel: &mut oneshot::Receiver<()>,
+) -> Option<Outcome> {
+    let label = format!("{label}[{}]", container.name);
+    let label = label.as_str();
     let env: Vec<(String, String)> = container
         .env
         .iter()
@@ -333,13 +392,17 @@ async fn run_process(
     let Some((program, args)) = argv.split_first() else {
         return Some(Outcome::Failed {
             reason: "BackoffLimitExceeded",
-            message: "the first container has no command (images are not run)".into(),
+            message: format!(
+                "container {} has no command (images are not run)",
+                container.name
+            ),
         });
     };
+    let dir = workspace.unwrap_or(&settings.workdir);
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .env_clear()
-        .current_dir(&settings.workdir)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -350,8 +413,11 @@ async fn run_process(
         }
     }
     cmd.envs(env.iter().cloned());
+    if let Some(workspace) = workspace {
+        cmd.env("MONOSHIP_WORKSPACE", workspace);
+    }
     cmd.envs(settings.extra_env.iter().cloned());
-    eprintln!("{label} running {argv:?} in {}", settings.workdir.display());
+    eprintln!("{label} running {argv:?} in {}", dir.display());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -388,10 +454,9 @@ async fn run_process(
             });
         }
     }
-    let deadline = spec.and_then(|s| s.active_deadline_seconds);
     let sleep = async {
         match deadline {
-            Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(0) as u64)).await,
+            Some(at) => tokio::time::sleep_until(at).await,
             None => std::future::pending().await,
         }
     };
@@ -400,7 +465,7 @@ async fn run_process(
             Ok(s) if s.success() => Outcome::Succeeded,
             Ok(s) => Outcome::Failed {
                 reason: "BackoffLimitExceeded",
-                message: format!("Job has reached the specified backoff limit ({s})"),
+                message: format!("Job has reached the specified backoff limit ({}: {s})", container.name),
             },
             Err(e) => Outcome::Failed {
                 reason: "BackoffLimitExceeded",

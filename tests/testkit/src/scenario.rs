@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -41,6 +43,9 @@ pub struct Seed {
     pub client: Client,
     /// Image layers per build.
     pub layers: usize,
+    /// When set, each ServiceBuild also targets the Nomad job named after its service
+    /// (group `web`, task `server`) at this address.
+    pub nomad_address: Option<String>,
     workspaces: tempfile::TempDir,
 }
 
@@ -58,6 +63,7 @@ impl Seed {
             JobRunnerOptions {
                 namespace: Some(NAMESPACE.to_owned()),
                 workdir: Some(workspaces.path().to_owned()),
+                workspace_per_job: true,
                 ..JobRunnerOptions::default()
             },
         );
@@ -68,6 +74,7 @@ impl Seed {
             runner,
             client,
             layers: 2,
+            nomad_address: None,
             workspaces,
         };
         seed.create_namespace_and_deployments().await;
@@ -118,6 +125,12 @@ impl Seed {
     /// The ServiceBuild of `service` at `revision`.
     pub fn servicebuild(&self, service: &str, revision: &str) -> Value {
         let script = oci::build_script();
+        let mut targets = vec![
+            json!({"kubernetes": {"kind": "Deployment", "name": service, "container": CONTAINER}}),
+        ];
+        if let Some(address) = &self.nomad_address {
+            targets.push(json!({"nomad": {"address": address, "job": service, "group": "web", "task": "server"}}));
+        }
         json!({
             "apiVersion": "monoship.dev/v1alpha1",
             "kind": "ServiceBuild",
@@ -138,7 +151,7 @@ impl Seed {
                     "timeoutSeconds": 300
                 },
                 "image": {"repository": self.repository(service), "tags": ["latest"]},
-                "targets": [{"kubernetes": {"kind": "Deployment", "name": service, "container": CONTAINER}}]
+                "targets": targets
             }
         })
     }
@@ -158,14 +171,20 @@ impl Seed {
     /// Point one ServiceBuild at `revision`, creating it on first use.
     pub async fn set_service_revision(&self, service: &str, revision: &str) {
         let api = self.servicebuilds();
-        if api.get_opt(service).await.expect("get ServiceBuild").is_some() {
+        if api
+            .get_opt(service)
+            .await
+            .expect("get ServiceBuild")
+            .is_some()
+        {
             let patch = json!({"spec": {"source": {"revision": revision}}});
             api.patch(service, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .expect("the revision is set");
         } else {
             let object: DynamicObject =
-                serde_json::from_value(self.servicebuild(service, revision)).expect("a ServiceBuild");
+                serde_json::from_value(self.servicebuild(service, revision))
+                    .expect("a ServiceBuild");
             api.create(&PostParams::default(), &object)
                 .await
                 .expect("the ServiceBuild is created");
@@ -183,7 +202,12 @@ impl Seed {
     }
 
     /// Wait until `done` holds for every ServiceBuild (as JSON), or panic with what they say.
-    pub async fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let mut all = Vec::new();
@@ -209,16 +233,21 @@ impl Seed {
     /// Wait until every ServiceBuild has finished with `revision`: its status describes the
     /// current generation and build, and it is Promoted, Unchanged, Failed or Stalled.
     pub async fn settled(&self, revision: &str) -> Vec<Value> {
-        self.wait_until(&format!("every ServiceBuild settled at {revision}"), Duration::from_secs(120), |o| {
-            settled_at(o, revision)
-        })
+        self.wait_until(
+            &format!("every ServiceBuild settled at {revision}"),
+            Duration::from_secs(120),
+            |o| settled_at(o, revision),
+        )
         .await
     }
 
     /// The image of a Deployment's pinned container.
     pub async fn deployment_image(&self, service: &str) -> String {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let deployment = deployments.get(service).await.expect("the deployment exists");
+        let deployment = deployments
+            .get(service)
+            .await
+            .expect("the deployment exists");
         let containers = deployment
             .spec
             .template
@@ -247,7 +276,8 @@ impl Seed {
 
     /// Names of the Jobs in the namespace.
     pub async fn jobs(&self) -> Vec<String> {
-        let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+            Api::namespaced(self.client.clone(), NAMESPACE);
         jobs.list(&Default::default())
             .await
             .expect("list jobs")

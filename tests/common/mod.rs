@@ -1,0 +1,97 @@
+//! Starting and killing the real controller in end-to-end tests.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoship::app::{self, Options};
+use monoship::controller::Settings;
+use monoship::metrics::Metrics;
+use monoship_testkit::scenario::Seed;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running controller. [`Running::kill`] aborts it at whatever point it is, like SIGKILL;
+/// [`Running::stop`] shuts it down gracefully.
+pub struct Running {
+    task: JoinHandle<()>,
+    token: CancellationToken,
+    pub metrics: Arc<Metrics>,
+    pub endpoints: SocketAddr,
+}
+
+impl Running {
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+
+    /// GET a path of the metrics and health endpoint.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        // No idle connection is kept, so a graceful shutdown does not wait on one.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("an HTTP client");
+        let response = client
+            .get(format!("http://{}{path}", self.endpoints))
+            .send()
+            .await
+            .expect("the endpoint answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+}
+
+pub fn settings(seed: &Seed, resync: Duration) -> Settings {
+    Settings {
+        insecure_registries: vec![seed.registry.host()],
+        resync,
+        ..Settings::default()
+    }
+}
+
+pub async fn start(seed: &Seed, resync: Duration) -> Running {
+    start_with(seed.client.clone(), settings(seed, resync), None).await
+}
+
+pub async fn start_with(
+    client: kube::Client,
+    settings: Settings,
+    election: Option<monoship::lease::LeaseSettings>,
+) -> Running {
+    monoship::install_crypto_provider();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoints = listener.local_addr().unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let token = CancellationToken::new();
+    let options = Options {
+        settings,
+        endpoints: Some(listener),
+        election,
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn(app::run(client, options, token.clone()));
+    Running {
+        task,
+        token,
+        metrics,
+        endpoints,
+    }
+}
+
+/// The value of a counter in the Prometheus text, 0 when absent.
+pub fn counter(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
