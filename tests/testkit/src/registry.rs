@@ -303,7 +303,20 @@ const HOP_BY_HOP: [header::HeaderName; 4] = [
     header::CONTENT_LENGTH,
 ];
 
+/// Forward one request and record it. The work runs in its own task: when a client goes away
+/// mid-request (a controller killed in a test), the registry may still act on the request, and
+/// the log must still show it.
 async fn forward(State(state): State<ProxyState>, request: Request) -> Response {
+    match tokio::spawn(forward_and_record(state, request)).await {
+        Ok(response) => response,
+        Err(error) => Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body(Body::from(format!("registry proxy: {error}")))
+            .unwrap_or_default(),
+    }
+}
+
+async fn forward_and_record(state: ProxyState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();

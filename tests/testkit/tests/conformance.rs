@@ -1329,6 +1329,13 @@ async fn injected_faults_fail_then_recover() {
     );
     api.patch_status("a", &p, &status_patch).await.unwrap();
 
+    // `after`: the first matching requests pass, the next one fails.
+    server.inject_fault(FaultRule::new("get", "servicebuilds").name("a").after(2));
+    api.get("a").await.unwrap();
+    api.get("a").await.unwrap();
+    assert_eq!(api_err(api.get("a").await.unwrap_err()).code, 500);
+    api.get("a").await.unwrap();
+
     server.inject_fault(FaultRule::new("get", "servicebuilds").delay(Duration::from_millis(300)));
     let t = std::time::Instant::now();
     api.get("a").await.unwrap();

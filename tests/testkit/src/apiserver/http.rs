@@ -297,9 +297,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         let hit = faults
             .iter_mut()
             .find(|r| fault_matches(r, verb, &t))
-            .map(|r| {
+            .and_then(|r| {
+                if r.after > 0 {
+                    r.after -= 1;
+                    return None;
+                }
                 r.times -= 1;
-                (r.status, r.delay)
+                Some((r.status, r.delay))
             });
         faults.retain(|r| r.times > 0);
         hit

@@ -93,6 +93,8 @@ pub struct FaultRule {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub times: usize,
+    /// Let this many matching requests through before the rule starts to act.
+    pub after: usize,
     pub status: Option<u16>,
     pub delay: Option<Duration>,
 }
@@ -132,6 +134,11 @@ impl FaultRule {
     }
     pub fn name(mut self, s: &str) -> Self {
         self.name = Some(s.to_string());
+        self
+    }
+    /// Serve the first `n` matching requests normally; act on the ones after.
+    pub fn after(mut self, n: usize) -> Self {
+        self.after = n;
         self
     }
 }

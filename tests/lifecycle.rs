@@ -1,0 +1,380 @@
+//! The controller across restarts, superseded revisions, failed builds and broken references,
+//! against the in-process API server, the job runner and a real registry.
+
+mod common;
+
+use std::time::Duration;
+
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use monoship_testkit::apiserver::FaultRule;
+use monoship_testkit::scenario::{NAMESPACE, Seed};
+use serde_json::{Value, json};
+
+/// Wait until `done` holds for one ServiceBuild, or panic with its status.
+async fn wait_for(seed: &Seed, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let object = seed.get(name).await;
+        if done(&object) {
+            return object;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {name} {what}: {:#}",
+                object["status"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn phase(object: &Value) -> &str {
+    object["status"]["phase"].as_str().unwrap_or_default()
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+async fn create(seed: &Seed, object: Value) {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    seed.servicebuilds()
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+}
+
+async fn merge(seed: &Seed, name: &str, patch: Value) {
+    seed.servicebuilds()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+}
+
+fn job_creates(seed: &Seed) -> usize {
+    seed.api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "jobs" && w.verb == "create" && w.changed)
+        .count()
+}
+
+fn target_writes(seed: &Seed, name: &str) -> usize {
+    seed.api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "deployments" && w.name.as_deref() == Some(name))
+        .filter(|w| w.changed && w.verb != "create")
+        .count()
+}
+
+/// Where to crash the controller during banana's first promotion, and how to get there: a
+/// fault that stops the controller just after the step, and what shows the step happened.
+#[derive(Debug, Clone, Copy)]
+enum Crash {
+    AfterJobCreated,
+    AfterDigestResolved,
+    AfterCurrentRecorded,
+    AfterTagMoved,
+    AfterTargetPinned,
+}
+
+async fn crash_and_recover(crash: Crash) {
+    let seed = Seed::start().await;
+    let registry = seed.registry.host();
+    let status_patch = || {
+        FaultRule::new("patch", "servicebuilds")
+            .subresource("status")
+            .name("banana")
+    };
+    let fault = match crash {
+        // Every status write fails: the Job exists, nothing about it is recorded.
+        Crash::AfterJobCreated => status_patch().times(100_000),
+        // The Building status lands; the write after the digest resolution fails.
+        Crash::AfterDigestResolved => status_patch().after(1).times(100_000),
+        // status.current lands (and the tag moves); the target write fails.
+        Crash::AfterCurrentRecorded | Crash::AfterTagMoved => {
+            FaultRule::new("patch", "deployments")
+                .name("banana")
+                .times(100_000)
+        }
+        // Building and Promoting land, the Deployment is pinned; the final status write fails.
+        Crash::AfterTargetPinned => status_patch().after(2).times(100_000),
+    };
+    seed.api.inject_fault(fault);
+    let first = common::start(&seed, Duration::from_secs(600)).await;
+    let revision = seed.repo.head();
+    seed.set_revision(&revision).await;
+    let short = &revision[..12];
+
+    // Wait until the crash point is reached.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let banana = seed.get("banana").await;
+        let requests = seed.registry.requests();
+        let reached = match crash {
+            Crash::AfterJobCreated => seed.jobs().await.iter().any(|j| j.starts_with("banana-")),
+            Crash::AfterDigestResolved => requests.iter().any(|r| {
+                r.method == "HEAD" && r.path == format!("/v2/shop/banana/manifests/{short}")
+            }),
+            Crash::AfterCurrentRecorded => banana["status"]["current"]["digest"].is_string(),
+            Crash::AfterTagMoved => requests
+                .iter()
+                .any(|r| r.is_manifest_put("shop/banana", "latest")),
+            Crash::AfterTargetPinned => seed.deployment_image("banana").await.contains('@'),
+        };
+        if reached {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{crash:?} was never reached: {:#}",
+            banana["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    seed.api.clear_faults();
+
+    let second = common::start(&seed, Duration::from_secs(600)).await;
+    let settled = seed.settled(&revision).await;
+    for object in &settled {
+        let name = object["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            phase(object),
+            "Promoted",
+            "{crash:?} {name}: {:#}",
+            object["status"]
+        );
+        let digest = object["status"]["current"]["digest"].as_str().unwrap();
+        assert_eq!(
+            seed.deployment_image(name).await,
+            format!("{registry}/shop/{name}@{digest}"),
+            "{crash:?}"
+        );
+        assert_eq!(
+            target_writes(&seed, name),
+            1,
+            "{crash:?}: one write per target per new digest"
+        );
+        let puts = seed
+            .registry
+            .requests()
+            .iter()
+            .filter(|r| r.is_manifest_put(&format!("shop/{name}"), "latest"))
+            .count();
+        assert_eq!(puts, 1, "{crash:?} {name}: one tag move per new digest: {:#?}", seed.registry.requests().iter().filter(|r| r.path.contains("latest")).collect::<Vec<_>>());
+    }
+    assert_eq!(
+        job_creates(&seed),
+        2,
+        "{crash:?}: exactly one Job per service and revision"
+    );
+    assert_eq!(seed.jobs().await.len(), 2, "{crash:?}");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_after_job_creation() {
+    crash_and_recover(Crash::AfterJobCreated).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_after_digest_resolution() {
+    crash_and_recover(Crash::AfterDigestResolved).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_after_current_is_recorded() {
+    crash_and_recover(Crash::AfterCurrentRecorded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_after_the_tag_moved() {
+    crash_and_recover(Crash::AfterTagMoved).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_after_the_target_is_pinned() {
+    crash_and_recover(Crash::AfterTargetPinned).await;
+}
+
+fn with_command(mut object: Value, command: &[&str]) -> Value {
+    object["spec"]["build"]["template"]["spec"]["containers"][0]["command"] = json!(command);
+    object
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newer_revision_supersedes_a_running_build() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let slow = seed.repo.head();
+    let object = with_command(seed.servicebuild("banana", &slow), &["sleep", "60"]);
+    let normal = seed.servicebuild("banana", &slow)["spec"]["build"].clone();
+    create(&seed, object).await;
+    wait_for(&seed, "banana", "Building", |o| phase(o) == "Building").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while seed.runner.running() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow build never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let slow_job = seed.get("banana").await["status"]["build"]["jobName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let newer = seed.change_service("banana", "newer\n");
+    merge(
+        &seed,
+        "banana",
+        json!({"spec": {"source": {"revision": newer}, "build": normal}}),
+    )
+    .await;
+    let done = wait_for(&seed, "banana", "Promoted at the newer revision", |o| {
+        phase(o) == "Promoted" && o["status"]["build"]["revision"] == newer.as_str()
+    })
+    .await;
+
+    assert!(
+        !seed.jobs().await.contains(&slow_job),
+        "the superseded Job is deleted"
+    );
+    let deleted = seed.api.writes().iter().any(|w| {
+        w.resource == "jobs" && w.verb == "delete" && w.name.as_deref() == Some(slow_job.as_str())
+    });
+    assert!(deleted);
+    assert_eq!(done["status"]["current"]["revision"], newer.as_str());
+    let history = done["status"]["history"].as_array().unwrap();
+    assert!(
+        history.iter().all(|h| h["revision"] != slow.as_str()),
+        "never promoted: {history:?}"
+    );
+    let events = seed
+        .api
+        .list_objects("events.k8s.io", "events", Some(NAMESPACE));
+    assert!(events.iter().any(|e| e["reason"] == "BuildSuperseded"));
+    assert_eq!(target_writes(&seed, "banana"), 1);
+    controller.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_build_waits_for_the_rebuild_annotation() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_millis(300)).await;
+    let revision = seed.repo.head();
+    let good_build = seed.servicebuild("banana", &revision)["spec"]["build"].clone();
+    let object = with_command(
+        seed.servicebuild("banana", &revision),
+        &["sh", "-c", "echo compiler exploded >&2; exit 3"],
+    );
+    create(&seed, object).await;
+    let failed = wait_for(&seed, "banana", "Failed", |o| phase(o) == "Failed").await;
+    let build = &failed["status"]["build"];
+    assert_eq!(build["failureReason"], "BackoffLimitExceeded");
+    let stalled = condition(&failed, "Stalled").expect("Stalled is set");
+    assert_eq!(
+        (stalled["status"].as_str(), stalled["reason"].as_str()),
+        (Some("True"), Some("BuildFailed"))
+    );
+    assert!(
+        stalled["message"]
+            .as_str()
+            .unwrap()
+            .contains("monoship.dev/rebuild")
+    );
+    assert_eq!(condition(&failed, "Ready").unwrap()["status"], "False");
+
+    // Fixing the template alone does not retry the same revision...
+    merge(&seed, "banana", json!({"spec": {"build": good_build}})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        seed.runner.runs(),
+        1,
+        "a failed build is not retried by itself"
+    );
+    assert_eq!(job_creates(&seed), 1);
+    assert_eq!(phase(&seed.get("banana").await), "Failed");
+
+    // ...a new value of the rebuild annotation does.
+    merge(
+        &seed,
+        "banana",
+        json!({"metadata": {"annotations": {"monoship.dev/rebuild": "1"}}}),
+    )
+    .await;
+    let promoted = wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
+    assert_eq!(promoted["status"]["build"]["rebuild"], "1");
+    assert_eq!(job_creates(&seed), 2);
+    assert_eq!(seed.runner.runs(), 2);
+    assert!(condition(&promoted, "Stalled").is_none());
+    controller.stop().await;
+}
+
+/// Each broken reference stalls the ServiceBuild with its own reason, and nothing but its
+/// status (and an Event) is written: no Job, no target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_references_stall_and_write_nothing_else() {
+    let seed = Seed::start().await;
+    seed.api.reset_counters();
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let revision = seed.repo.head();
+
+    let mut missing_secret = seed.servicebuild("banana", &revision);
+    missing_secret["spec"]["image"]["pushSecretRef"] = json!({"name": "registry-push"});
+    let mut unknown_deployment = seed.servicebuild("orange", &revision);
+    unknown_deployment["spec"]["targets"][0]["kubernetes"]["name"] = json!("ghost");
+    let mut unknown_container = seed.servicebuild("banana", &revision);
+    unknown_container["metadata"]["name"] = json!("kiwi");
+    unknown_container["spec"]["targets"][0]["kubernetes"]["container"] = json!("nope");
+
+    let cases = [
+        (
+            missing_secret,
+            "banana",
+            "SecretNotFound",
+            "shop/registry-push",
+        ),
+        (
+            unknown_deployment,
+            "orange",
+            "TargetNotFound",
+            "Deployment shop/ghost",
+        ),
+        (unknown_container, "kiwi", "ContainerNotFound", "\"nope\""),
+    ];
+    for (object, name, reason, mentions) in cases {
+        create(&seed, object).await;
+        let stalled = wait_for(&seed, name, "Stalled", |o| phase(o) == "Stalled").await;
+        let condition = condition(&stalled, "Stalled").expect("Stalled is set");
+        assert_eq!(condition["reason"], reason, "{name}");
+        let message = condition["message"].as_str().unwrap();
+        assert!(message.contains(mentions), "{name}: {message}");
+        assert_eq!(
+            self::condition(&stalled, "Ready").unwrap()["reason"],
+            reason
+        );
+    }
+    let others: Vec<_> = seed
+        .api
+        .writes()
+        .into_iter()
+        .filter(|w| {
+            w.changed
+                && !(w.resource == "servicebuilds" && w.subresource.as_deref() == Some("status"))
+        })
+        .filter(|w| !matches!(w.resource.as_str(), "events" | "servicebuilds"))
+        .collect();
+    assert!(
+        others.is_empty(),
+        "only status and Events are written: {others:#?}"
+    );
+    assert!(seed.jobs().await.is_empty());
+    assert!(seed.registry.requests().is_empty(), "no registry call");
+    controller.stop().await;
+}
