@@ -46,6 +46,8 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
 /// How often a ServiceBuild stalled on something outside it (a Secret, a target) is retried.
 const STALLED_RETRY: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long in-flight reconciles may run on after the controller was told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Controller-wide settings.
 #[derive(Debug, Clone)]
@@ -144,20 +146,11 @@ pub async fn run(
     loop {
         let mut waiting = leadership.clone();
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
             () = waiting.wait_for(true) => {}
         }
         info!("leading: starting the controller");
-        let stop = {
-            let shutdown = shutdown.clone();
-            let mut lost = leadership.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown.cancelled() => {}
-                    () = lost.wait_for(false) => {}
-                }
-            }
-        };
         let controller = Controller::new(
             servicebuilds.clone(),
             watcher::Config::default().any_semantic(),
@@ -190,19 +183,37 @@ pub async fn run(
                 }
             })
         };
-        controller
-            .graceful_shutdown_on(stop)
+        let running = controller
+            .graceful_shutdown_on(stopping(shutdown.clone(), leadership.clone()))
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
                 match result {
                     Ok((object, _)) => debug!(servicebuild = %object, "reconciled"),
                     Err(error) => debug!(%error, "reconcile did not complete"),
                 }
-            })
-            .await;
+            });
+        // In-flight reconciles get a grace period to finish; after it they are dropped, which is
+        // safe because every step is idempotent. (kube-runtime's graceful shutdown also waits
+        // for its cache to be ready, which may never happen once stopping has begun.)
+        let grace = async {
+            stopping(shutdown.clone(), leadership.clone()).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            () = running => {}
+            () = grace => warn!(?SHUTDOWN_GRACE, "reconciles did not finish in time; dropped them"),
+        }
         synced.abort();
         health.set_synced(false);
         info!("the controller stopped");
+    }
+}
+
+/// Completes when the controller must stop: on shutdown, or when this replica stops leading.
+async fn stopping(shutdown: CancellationToken, mut leadership: Leadership) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = leadership.wait_for(false) => {}
     }
 }
 

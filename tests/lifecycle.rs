@@ -166,7 +166,16 @@ async fn crash_and_recover(crash: Crash) {
             .iter()
             .filter(|r| r.is_manifest_put(&format!("shop/{name}"), "latest"))
             .count();
-        assert_eq!(puts, 1, "{crash:?} {name}: one tag move per new digest: {:#?}", seed.registry.requests().iter().filter(|r| r.path.contains("latest")).collect::<Vec<_>>());
+        assert_eq!(
+            puts,
+            1,
+            "{crash:?} {name}: one tag move per new digest: {:#?}",
+            seed.registry
+                .requests()
+                .iter()
+                .filter(|r| r.path.contains("latest"))
+                .collect::<Vec<_>>()
+        );
     }
     assert_eq!(
         job_creates(&seed),
