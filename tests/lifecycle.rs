@@ -74,15 +74,15 @@ fn target_writes(seed: &Seed, name: &str) -> usize {
 /// Where to crash the controller during banana's first promotion, and how to get there: a
 /// fault that stops the controller just after the step, and what shows the step happened.
 #[derive(Debug, Clone, Copy)]
-enum Crash {
-    AfterJobCreated,
-    AfterDigestResolved,
-    AfterCurrentRecorded,
-    AfterTagMoved,
-    AfterTargetPinned,
+enum CrashAfter {
+    JobCreated,
+    DigestResolved,
+    CurrentRecorded,
+    TagMoved,
+    TargetPinned,
 }
 
-async fn crash_and_recover(crash: Crash) {
+async fn crash_and_recover(crash: CrashAfter) {
     let seed = Seed::start().await;
     let registry = seed.registry.host();
     let status_patch = || {
@@ -92,17 +92,17 @@ async fn crash_and_recover(crash: Crash) {
     };
     let fault = match crash {
         // Every status write fails: the Job exists, nothing about it is recorded.
-        Crash::AfterJobCreated => status_patch().times(100_000),
+        CrashAfter::JobCreated => status_patch().times(100_000),
         // The Building status lands; the write after the digest resolution fails.
-        Crash::AfterDigestResolved => status_patch().after(1).times(100_000),
+        CrashAfter::DigestResolved => status_patch().after(1).times(100_000),
         // status.current lands (and the tag moves); the target write fails.
-        Crash::AfterCurrentRecorded | Crash::AfterTagMoved => {
+        CrashAfter::CurrentRecorded | CrashAfter::TagMoved => {
             FaultRule::new("patch", "deployments")
                 .name("banana")
                 .times(100_000)
         }
         // Building and Promoting land, the Deployment is pinned; the final status write fails.
-        Crash::AfterTargetPinned => status_patch().after(2).times(100_000),
+        CrashAfter::TargetPinned => status_patch().after(2).times(100_000),
     };
     seed.api.inject_fault(fault);
     let first = common::start(&seed, Duration::from_secs(600)).await;
@@ -116,15 +116,15 @@ async fn crash_and_recover(crash: Crash) {
         let banana = seed.get("banana").await;
         let requests = seed.registry.requests();
         let reached = match crash {
-            Crash::AfterJobCreated => seed.jobs().await.iter().any(|j| j.starts_with("banana-")),
-            Crash::AfterDigestResolved => requests.iter().any(|r| {
+            CrashAfter::JobCreated => seed.jobs().await.iter().any(|j| j.starts_with("banana-")),
+            CrashAfter::DigestResolved => requests.iter().any(|r| {
                 r.method == "HEAD" && r.path == format!("/v2/shop/banana/manifests/{short}")
             }),
-            Crash::AfterCurrentRecorded => banana["status"]["current"]["digest"].is_string(),
-            Crash::AfterTagMoved => requests
+            CrashAfter::CurrentRecorded => banana["status"]["current"]["digest"].is_string(),
+            CrashAfter::TagMoved => requests
                 .iter()
                 .any(|r| r.is_manifest_put("shop/banana", "latest")),
-            Crash::AfterTargetPinned => seed.deployment_image("banana").await.contains('@'),
+            CrashAfter::TargetPinned => seed.deployment_image("banana").await.contains('@'),
         };
         if reached {
             break;
@@ -188,27 +188,27 @@ async fn crash_and_recover(crash: Crash) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_after_job_creation() {
-    crash_and_recover(Crash::AfterJobCreated).await;
+    crash_and_recover(CrashAfter::JobCreated).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_after_digest_resolution() {
-    crash_and_recover(Crash::AfterDigestResolved).await;
+    crash_and_recover(CrashAfter::DigestResolved).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_after_current_is_recorded() {
-    crash_and_recover(Crash::AfterCurrentRecorded).await;
+    crash_and_recover(CrashAfter::CurrentRecorded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_after_the_tag_moved() {
-    crash_and_recover(Crash::AfterTagMoved).await;
+    crash_and_recover(CrashAfter::TagMoved).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn restart_after_the_target_is_pinned() {
-    crash_and_recover(Crash::AfterTargetPinned).await;
+    crash_and_recover(CrashAfter::TargetPinned).await;
 }
 
 fn with_command(mut object: Value, command: &[&str]) -> Value {
