@@ -773,9 +773,12 @@ impl<'a> Run<'a> {
             };
             match self.pin_target(target, &image).await {
                 Ok(PinOutcome::AlreadyPinned) => {
+                    // A drift report stays until the next write; an error is cleared.
+                    if !entry.in_sync || entry.digest.as_deref() != Some(digest) {
+                        entry.message = None;
+                    }
                     entry.digest = Some(digest.to_owned());
                     entry.in_sync = true;
-                    entry.message = None;
                 }
                 Ok(PinOutcome::Pinned(pinned)) => {
                     self.ctx.metrics.target_write(target_kind(target), "pinned");

@@ -387,3 +387,98 @@ async fn invalid_references_stall_and_write_nothing_else() {
     assert!(seed.registry.requests().is_empty(), "no registry call");
     controller.stop().await;
 }
+
+/// A target changed behind monoship's back is re-pinned on the next resync, and the drift is
+/// reported in its status entry and in an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drifted_target_is_re_pinned_and_reported() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_millis(300)).await;
+    let revision = seed.repo.head();
+    seed.set_revision(&revision).await;
+    seed.settled(&revision).await;
+    let pinned = seed.deployment_image("banana").await;
+
+    // Someone edits the image by hand (a merge patch, as kubectl edit/set image does).
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(seed.client.clone(), NAMESPACE);
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "example.org/hotfix:1"}]}}}});
+    deployments
+        .patch("banana", &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+        .unwrap();
+    assert_eq!(
+        seed.deployment_image("banana").await,
+        "example.org/hotfix:1"
+    );
+
+    let repaired = wait_for(&seed, "banana", "drift reported", |o| {
+        o["status"]["targets"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("example.org/hotfix:1"))
+    })
+    .await;
+    assert_eq!(seed.deployment_image("banana").await, pinned);
+    let entry = &repaired["status"]["targets"][0];
+    assert_eq!(entry["inSync"], true);
+    assert_eq!(phase(&repaired), "Promoted");
+    let events = seed
+        .api
+        .list_objects("events.k8s.io", "events", Some(NAMESPACE));
+    let drift = events
+        .iter()
+        .find(|e| e["reason"] == "TargetDrifted")
+        .expect("a TargetDrifted Event");
+    assert_eq!(drift["type"], "Warning");
+    assert!(
+        drift["note"]
+            .as_str()
+            .unwrap()
+            .contains("example.org/hotfix:1")
+    );
+    // Orange did not drift: it is not written.
+    assert_eq!(target_writes(&seed, "orange"), 1);
+    controller.stop().await;
+}
+
+/// `suspend: true` stops every action and shows phase Suspended; resuming builds the revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn suspend_stops_every_action() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_millis(300)).await;
+    let revision = seed.repo.head();
+    let mut object = seed.servicebuild("banana", &revision);
+    object["spec"]["suspend"] = json!(true);
+    create(&seed, object).await;
+    let suspended = wait_for(&seed, "banana", "Suspended", |o| phase(o) == "Suspended").await;
+    assert_eq!(
+        condition(&suspended, "Ready").unwrap()["reason"],
+        "Suspended"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(seed.jobs().await.is_empty(), "no build while suspended");
+    assert_eq!(target_writes(&seed, "banana"), 0);
+
+    merge(&seed, "banana", json!({"spec": {"suspend": false}})).await;
+    wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
+    assert_eq!(job_creates(&seed), 1);
+    controller.stop().await;
+}
+
+/// `--namespace` confines the controller: a ServiceBuild elsewhere is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_namespaced_controller_leaves_other_namespaces_alone() {
+    let seed = Seed::start().await;
+    let mut settings = common::settings(&seed, Duration::from_secs(600));
+    settings.namespace = Some("elsewhere".to_owned());
+    let controller = common::start_with(seed.client.clone(), settings, None).await;
+    let revision = seed.repo.head();
+    seed.set_service_revision("banana", &revision).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        seed.get("banana").await["status"].is_null(),
+        "not reconciled"
+    );
+    assert!(seed.jobs().await.is_empty());
+    controller.stop().await;
+}
