@@ -81,6 +81,9 @@ impl Error {
             Self::Stalled { reason, .. } => reason,
             Self::Kube(_) => conditions::reasons::KUBERNETES_API_ERROR,
             Self::Registry { .. } => conditions::reasons::REGISTRY_ERROR,
+            Self::Nomad { .. } if targets::nomad::is_conflict(self) => {
+                conditions::reasons::NOMAD_CONFLICT
+            }
             Self::Nomad { .. } => conditions::reasons::NOMAD_ERROR,
             Self::Json(_) | Self::NotLeader => conditions::reasons::INTERNAL_ERROR,
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use monoship::Error;
 use monoship::api::NomadTarget;
 use monoship::conditions::reasons;
-use monoship::targets::nomad::{NomadAccess, NomadClient, error_reason, is_conflict};
+use monoship::targets::nomad::{NomadAccess, NomadClient, is_conflict};
 use monoship::targets::{PinOutcome, pinned_reference};
 use monoship_testkit::nomad::{DEFAULT_NAMESPACE, NomadDouble, TEST_CA_PEM, docker_job};
 use serde_json::{Value, json};
@@ -236,7 +236,7 @@ async fn a_job_that_keeps_changing_gives_up_with_a_conflict() {
     assert!(is_conflict(&err), "{err}");
     assert!(matches!(err, Error::Nomad { .. }));
     assert!(!err.is_stalled());
-    assert_eq!(error_reason(&err), reasons::NOMAD_CONFLICT);
+    assert_eq!(err.reason(), reasons::NOMAD_CONFLICT);
     assert_eq!(nomad.posts(JOB), 3);
     let job = nomad.job(DEFAULT_NAMESPACE, JOB).unwrap();
     assert_eq!(image_of(&job), OLD, "no write went through");

@@ -12,7 +12,7 @@
 //! retried, so the other writer's change is kept. After [`MAX_ATTEMPTS`] conflicts the error is
 //! an [`Error::Nomad`] whose message starts with [`CONFLICT_MESSAGE_PREFIX`]; use
 //! [`is_conflict`] to tell it from other transient faults (condition reason
-//! [`reasons::NOMAD_CONFLICT`], see [`error_reason`]).
+//! [`reasons::NOMAD_CONFLICT`], see [`Error::reason`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -372,16 +372,6 @@ impl NomadClient {
 /// [`reasons::NOMAD_CONFLICT`]). Such an error is transient: retry later.
 pub fn is_conflict(error: &Error) -> bool {
     matches!(error, Error::Nomad { message, .. } if message.starts_with(CONFLICT_MESSAGE_PREFIX))
-}
-
-/// The condition reason for an error from this module: [`reasons::NOMAD_CONFLICT`] for
-/// [`is_conflict`], otherwise [`Error::reason`].
-pub fn error_reason(error: &Error) -> &'static str {
-    if is_conflict(error) {
-        reasons::NOMAD_CONFLICT
-    } else {
-        error.reason()
-    }
 }
 
 /// Whether an answer to a register with `EnforceIndex` is Nomad's index conflict (HTTP 500,
@@ -769,8 +759,8 @@ mod tests {
             message: format!("{CONFLICT_MESSAGE_PREFIX} x"),
         };
         assert!(is_conflict(&conflict));
-        assert_eq!(error_reason(&conflict), reasons::NOMAD_CONFLICT);
-        assert_eq!(error_reason(&e), reasons::NOMAD_ERROR);
+        assert_eq!(conflict.reason(), reasons::NOMAD_CONFLICT);
+        assert_eq!(e.reason(), reasons::NOMAD_ERROR);
     }
 
     #[test]
