@@ -313,3 +313,30 @@ fn the_chart_ships_the_same_crd() {
         "charts/monoship/crds/servicebuild.yaml differs from crds/servicebuild.yaml: copy it"
     );
 }
+
+/// Every ServiceBuild in `examples/` passes the schema and the CEL rules, as admission would.
+#[test]
+fn every_example_servicebuild_is_admitted() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(document)
+                .unwrap_or_else(|e| panic!("{} does not parse: {e}", path.display()));
+            if value["kind"] != "ServiceBuild" {
+                continue;
+            }
+            let name = format!("{} {}", path.display(), value["metadata"]["name"]);
+            assert_eq!(schema_errors(&value), Vec::<String>::new(), "{name}");
+            assert_eq!(cel_errors(&value), Vec::<String>::new(), "{name}");
+            serde_json::from_value::<ServiceBuild>(value).unwrap_or_else(|e| panic!("{name}: {e}"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} example ServiceBuilds found");
+}
