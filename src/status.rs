@@ -36,7 +36,7 @@ pub fn set_condition(
     }
 }
 
-/// Remove a condition (kstatus: `Reconciling` and `Stalled` are present only while true).
+/// Remove a condition.
 pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
 }
@@ -86,31 +86,13 @@ pub fn summarize(
         generation,
         now,
     );
-    if reconciling {
-        set_condition(
-            conditions,
-            types::RECONCILING,
-            true,
-            reason,
-            message,
-            generation,
-            now,
-        );
-    } else {
-        remove_condition(conditions, types::RECONCILING);
-    }
-    if stalled {
-        set_condition(
-            conditions,
-            types::STALLED,
-            true,
-            reason,
-            message,
-            generation,
-            now,
-        );
-    } else {
-        remove_condition(conditions, types::STALLED);
+    // kstatus: `Reconciling` and `Stalled` are present only while true.
+    for (type_, present) in [(types::RECONCILING, reconciling), (types::STALLED, stalled)] {
+        if present {
+            set_condition(conditions, type_, true, reason, message, generation, now);
+        } else {
+            remove_condition(conditions, type_);
+        }
     }
     status.observed_generation = generation;
 }
