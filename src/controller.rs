@@ -269,11 +269,17 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Arc<Context>) -> Result<(
                     run.generation,
                     &run.now,
                 );
-                run.notes.push(Note {
-                    warning: true,
-                    reason,
-                    message: message.clone(),
+                // Announce a stall once, not on every retry that finds it unchanged.
+                let known = run.written.conditions.iter().any(|c| {
+                    c.type_ == types::STALLED && c.reason == reason && c.message == message
                 });
+                if !known {
+                    run.notes.push(Note {
+                        warning: true,
+                        reason,
+                        message: message.clone(),
+                    });
+                }
                 if reason == reasons::INVALID_SPEC {
                     Action::await_change()
                 } else {

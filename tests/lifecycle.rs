@@ -482,3 +482,36 @@ async fn a_namespaced_controller_leaves_other_namespaces_alone() {
     assert!(seed.jobs().await.is_empty());
     controller.stop().await;
 }
+
+/// A stalled ServiceBuild that is looked at again, with nothing changed, writes nothing: no
+/// status, no Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retrying_a_stall_that_did_not_change_writes_nothing() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let mut object = seed.servicebuild("banana", &seed.repo.head());
+    object["spec"]["image"]["pushSecretRef"] = json!({"name": "registry-push"});
+    create(&seed, object).await;
+    wait_for(&seed, "banana", "Stalled", |o| phase(o) == "Stalled").await;
+    controller.stop().await;
+
+    // A fresh controller reconciles it again: the same stall, so nothing is written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seed.api.reset_counters();
+    let again = common::start(&seed, Duration::from_secs(600)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while common::counter(
+        &again.metrics.encode(),
+        "monoship_reconciles_total{result=\"stalled\"}",
+    ) < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconcile happened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writes = seed.api.writes();
+    assert!(writes.is_empty(), "{writes:#?}");
+    again.stop().await;
+}
