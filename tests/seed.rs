@@ -267,3 +267,69 @@ async fn one_commit_rolls_out_exactly_the_service_it_changed() {
     );
     resyncing.stop().await;
 }
+
+/// Nomad ACL tokens come from Secrets and are sent only to Nomad: neither the right token (a
+/// successful pin) nor a wrong one (a 403) shows up in any ServiceBuild status or Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nomad_tokens_never_show_in_status_or_events() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, DynamicObject, PostParams};
+
+    const GOOD: &str = "b1e5c0de-good-token-4f2a";
+    const BAD: &str = "deadbeef-wrong-token-9c1d";
+    let seed = Seed::start().await;
+    let nomad = NomadDouble::start_with_token(GOOD).await.unwrap();
+    for service in ["banana", "orange"] {
+        let image = format!("{}:bootstrap", seed.repository(service));
+        nomad.seed_docker_job(service, "web", "server", &image, &[]);
+    }
+    let secrets: Api<Secret> = Api::namespaced(seed.client.clone(), NAMESPACE);
+    for (name, token) in [("nomad-good", GOOD), ("nomad-bad", BAD)] {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "data": {"token": base64_encode(token)}
+        }))
+        .unwrap();
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+    }
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let revision = seed.repo.head();
+    for (service, secret) in [("banana", "nomad-good"), ("orange", "nomad-bad")] {
+        let mut object = seed.servicebuild(service, &revision);
+        object["spec"]["targets"] = serde_json::json!([{"nomad": {
+            "address": nomad.address(), "job": service, "group": "web", "task": "server",
+            "tokenSecretRef": {"name": secret}
+        }}]);
+        let object: DynamicObject = serde_json::from_value(object).unwrap();
+        seed.servicebuilds()
+            .create(&PostParams::default(), &object)
+            .await
+            .unwrap();
+    }
+    let settled = seed.settled(&revision).await;
+    assert_eq!(phase(by_name(&settled, "banana")), "Promoted");
+    let orange = by_name(&settled, "orange");
+    assert_eq!(phase(orange), "Stalled", "{:#}", orange["status"]);
+    assert!(orange["status"].to_string().contains("NomadAccessDenied"));
+
+    let statuses = serde_json::to_string(&settled).unwrap();
+    let events = serde_json::to_string(&seed.api.list_objects(
+        "events.k8s.io",
+        "events",
+        Some(NAMESPACE),
+    ))
+    .unwrap();
+    for token in [GOOD, BAD] {
+        assert!(!statuses.contains(token), "a token is in a status");
+        assert!(!events.contains(token), "a token is in an Event");
+    }
+    controller.stop().await;
+}
+
+fn base64_encode(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
