@@ -77,12 +77,13 @@ pub struct Source {
     #[schemars(length(min = 1, max = 2048))]
     pub repository: String,
     /// The full commit id to build: 40 (SHA-1) or 64 (SHA-256) lowercase hex characters.
+    #[schemars(length(max = 64))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^([0-9a-f]{40}|[0-9a-f]{64})$')")
         .message("source.revision must be a full commit id: 40 or 64 lowercase hex characters, not a branch, tag or short id"))]
     pub revision: String,
     /// Repository-relative paths that are this service's inputs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
     pub paths: Vec<String>,
     /// Secret with git credentials: `kubernetes.io/basic-auth` or `kubernetes.io/ssh-auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,7 +130,7 @@ pub struct Image {
     pub repository: String,
     /// Floating tags moved to the new digest on promotion, like `latest`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 128)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(t, t.matches('^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$'))")
         .message("image.tags entries must be valid tags: letters, digits, '_', '.', '-', at most 128 characters, not starting with '.' or '-'"))]
     pub tags: Vec<String>,
