@@ -40,6 +40,11 @@ pub async fn run(client: Client, options: Options, shutdown: CancellationToken) 
         }
         None => (Leadership::always(), None),
     };
+    // Dropping this future (aborting its task) must stop the elector too: a replica that is
+    // gone must not keep renewing its Lease.
+    let _elector_guard = elector
+        .as_ref()
+        .map(|task| AbortOnDrop(task.abort_handle()));
     let health = Health::new(leadership.clone());
     let server = endpoints.map(|listener| {
         tokio::spawn(telemetry::serve(
@@ -49,11 +54,21 @@ pub async fn run(client: Client, options: Options, shutdown: CancellationToken) 
             shutdown.clone().cancelled_owned(),
         ))
     });
+    let _server_guard = server.as_ref().map(|task| AbortOnDrop(task.abort_handle()));
     controller::run(client, settings, leadership, metrics, health, shutdown).await;
     if let Some(elector) = elector {
         let _ = elector.await;
     }
     if let Some(server) = server {
         let _ = server.await;
+    }
+}
+
+/// Aborts a task started by [`run`] when `run` is dropped before it has finished.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

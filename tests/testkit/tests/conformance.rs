@@ -1291,6 +1291,39 @@ async fn counters_count_exact_writes() {
 }
 
 #[tokio::test]
+async fn writes_record_the_user_agent() {
+    let server = ApiServer::start().await;
+    let leases = |client: Client| Api::<Lease>::namespaced(client, NS);
+    let lease: Lease = serde_json::from_value(json!({"metadata": {"name": "l"}})).unwrap();
+    leases(server.client_as("replica-a"))
+        .create(&PostParams::default(), &lease)
+        .await
+        .unwrap();
+    server.inject_fault(FaultRule::new("delete", "leases"));
+    leases(server.client_as("replica-b"))
+        .delete("l", &DeleteParams::default())
+        .await
+        .unwrap_err();
+    leases(server.client())
+        .delete("l", &DeleteParams::default())
+        .await
+        .unwrap();
+    let writes: Vec<_> = server
+        .writes()
+        .into_iter()
+        .map(|w| (w.verb, w.code, w.user_agent))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            ("create".to_string(), 201, Some("replica-a".to_string())),
+            ("delete".to_string(), 500, Some("replica-b".to_string())),
+            ("delete".to_string(), 200, None),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn injected_faults_fail_then_recover() {
     let server = ApiServer::start().await;
     let api = builds(&server.client());

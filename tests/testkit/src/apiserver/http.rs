@@ -281,6 +281,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         namespace: t.namespace.clone(),
         name: t.name.clone(),
         field_manager: manager.clone(),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         patch_type: None,
         code: 0,
         changed: false,

@@ -67,6 +67,9 @@ pub struct WriteRecord {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub field_manager: Option<String>,
+    /// The request's `User-Agent` header, verbatim: tells apart clients that share a field
+    /// manager (e.g. two replicas of one controller).
+    pub user_agent: Option<String>,
     /// `merge`, `json`, `strategic` or `apply` for patches.
     pub patch_type: Option<String>,
     /// HTTP status code of the answer.
@@ -227,6 +230,17 @@ impl ApiServer {
         install_crypto_provider();
         let url = self.url().parse().expect("server URL is a valid URI");
         let config = kube::Config::new(url);
+        kube::Client::try_from(config).expect("build kube client")
+    }
+
+    /// A fresh client whose requests carry `User-Agent: user_agent`, so that its writes can be
+    /// told apart in [`ApiServer::writes`] ([`WriteRecord::user_agent`]).
+    pub fn client_as(&self, user_agent: &str) -> kube::Client {
+        install_crypto_provider();
+        let url = self.url().parse().expect("server URL is a valid URI");
+        let mut config = kube::Config::new(url);
+        let value = user_agent.parse().expect("a valid header value");
+        config.headers.push((axum::http::header::USER_AGENT, value));
         kube::Client::try_from(config).expect("build kube client")
     }
 
