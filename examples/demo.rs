@@ -12,7 +12,7 @@
 //! After each commit it prints what every ServiceBuild says, and what was really written: the
 //! Deployment writes the API server saw and the `latest` manifest PUTs the registry saw. It exits
 //! non-zero when what happened contradicts that contract, so it doubles as a smoke check.
-//! Controller logs are warnings only unless `RUST_LOG` says otherwise.
+//! Controller logs are warnings only, and build output is hidden, unless `RUST_LOG` is set.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,7 +58,11 @@ struct Row {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Warnings only, and no build output, unless RUST_LOG asks for more.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        monoship_testkit::jobrunner::echo_to_stderr(false);
+        EnvFilter::new("warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,7 +80,8 @@ async fn main() {
         "Each commit builds every service. A service is promoted (its `latest` tag moved and its \
          Deployment pinned\nto repo@sha256:...) only when its image digest changed; otherwise \
          nothing of it is written.\nThe write columns are counted by the API server and the \
-         registry themselves, not reported by monoship.\n"
+         registry themselves, not reported by monoship.\n\
+         (RUST_LOG=info shows the controller's logs and the build output too.)\n"
     );
 
     let token = CancellationToken::new();
@@ -149,7 +154,10 @@ async fn main() {
     api.shutdown().await;
     drop(registry);
 
-    println!("Done in {:.1}s; everything stopped.", started.elapsed().as_secs_f64());
+    println!(
+        "Done in {:.1}s; everything stopped.",
+        started.elapsed().as_secs_f64()
+    );
     if problems.is_empty() {
         println!("OK: each commit rolled out exactly the services whose image changed.");
     } else {
