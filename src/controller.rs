@@ -145,6 +145,8 @@ pub async fn run(
     let context = Arc::new(Context::new(client, settings, leadership.clone(), metrics));
     loop {
         let mut waiting = leadership.clone();
+        // Biased: after a shutdown both branches are ready, and the controller must not start
+        // again (a restarted one waits forever for caches that will never sync).
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,

@@ -22,12 +22,13 @@
 //! Only one attempt is made per Job: `backoffLimit`, `completions`, `parallelism`, pod
 //! failure policies and success policies are ignored. Suspended Jobs are not run. A Job is
 //! run at most once per runner (tracked by uid); deleting a running Job kills its process.
-//! Output lines are written to stderr (captured by the test harness) and to `tracing`.
+//! Output lines are written to stderr (captured by the test harness; see [`echo_to_stderr`])
+//! and to `tracing`.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,22 @@ pub enum HookDecision {
 pub type JobHook = Arc<dyn Fn(&Job) -> HookDecision + Send + Sync>;
 
 const MANAGER: &str = "monoship-testkit-jobrunner";
+
+static ECHO: AtomicBool = AtomicBool::new(true);
+
+/// Whether job runners in this process write what they run and its output to stderr (on by
+/// default). `tracing` gets it either way. The demo turns it off to keep its output readable.
+pub fn echo_to_stderr(on: bool) {
+    ECHO.store(on, Ordering::Relaxed);
+}
+
+macro_rules! echo {
+    ($($arg:tt)*) => {
+        if ECHO.load(Ordering::Relaxed) {
+            eprintln!($($arg)*);
+        }
+    };
+}
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +303,7 @@ async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: ones
     };
     lock(&settings.running).remove(&uid);
     let Some(outcome) = outcome else {
-        eprintln!("{label} cancelled (job deleted or runner stopped)");
+        echo!("{label} cancelled (job deleted or runner stopped)");
         return;
     };
     let t = now();
@@ -303,7 +320,7 @@ async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: ones
                                   condition("Failed", reason, &message, &t)]})
         }
     };
-    eprintln!("{label} finished: {}", status["conditions"][1]["type"]);
+    echo!("{label} finished: {}", status["conditions"][1]["type"]);
     patch_status(&api, &name, status).await;
 }
 
@@ -417,7 +434,7 @@ async fn run_container(
         cmd.env("MONOSHIP_WORKSPACE", workspace);
     }
     cmd.envs(settings.extra_env.iter().cloned());
-    eprintln!("{label} running {argv:?} in {}", dir.display());
+    echo!("{label} running {argv:?} in {}", dir.display());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -449,7 +466,7 @@ async fn run_container(
                 let mut lines = BufReader::new(stream).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
                     tracing::info!("{label} {tag}: {line}");
-                    eprintln!("{label} {tag}: {line}");
+                    echo!("{label} {tag}: {line}");
                 }
             });
         }

@@ -1,0 +1,371 @@
+//! monoship's main job on the seed scenario, for a newcomer: `bash examples/demo.sh`.
+//!
+//! The real controller runs against an in-process Kubernetes API server, a job runner that runs
+//! each build Job as local processes, a real `docker-registry` on 127.0.0.1 and a git monorepo
+//! with two services, banana and orange. Three commits are played:
+//!
+//! 1. the initial commit: both services are built and promoted;
+//! 2. a commit that changes only banana: banana is promoted with a new digest, orange is built
+//!    but its digest is unchanged, so nothing of orange's moves;
+//! 3. a commit outside both services (the README): both are built, both are unchanged.
+//!
+//! After each commit it prints what every ServiceBuild says, and what was really written: the
+//! Deployment writes the API server saw and the `latest` manifest PUTs the registry saw. It exits
+//! non-zero when what happened contradicts that contract, so it doubles as a smoke check.
+//! Controller logs are warnings only, and build output is hidden, unless `RUST_LOG` is set.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoship::app::{self, Options};
+use monoship::controller::Settings;
+use monoship::metrics::Metrics;
+use monoship_testkit::scenario::{SERVICES, Seed};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+/// What one commit should do to one service.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A new digest: `latest` moves and the Deployment is pinned, once each.
+    Promoted,
+    /// The digest already promoted: nothing is written.
+    Unchanged,
+}
+
+impl Expect {
+    fn phase(self) -> &'static str {
+        match self {
+            Expect::Promoted => "Promoted",
+            Expect::Unchanged => "Unchanged",
+        }
+    }
+}
+
+/// One service after one commit.
+struct Row {
+    service: &'static str,
+    phase: String,
+    digest: String,
+    /// Write requests on the service's Deployment, and how many of them changed it.
+    deployment_writes: usize,
+    deployment_changes: usize,
+    latest_puts: usize,
+    why: String,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // Warnings only, and no build output, unless RUST_LOG asks for more.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        monoship_testkit::jobrunner::echo_to_stderr(false);
+        EnvFilter::new("warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    monoship::install_crypto_provider();
+    let started = Instant::now();
+
+    let seed = Seed::start().await;
+    println!(
+        "monoship demo: the real controller, an in-process Kubernetes API server, a job runner \
+         and a real registry ({}),\npromoting a git monorepo with two services, banana and orange.",
+        seed.registry.host()
+    );
+    println!(
+        "Each commit builds every service. A service is promoted (its `latest` tag moved and its \
+         Deployment pinned\nto repo@sha256:...) only when its image digest changed; otherwise \
+         nothing of it is written.\nThe write columns are counted by the API server and the \
+         registry themselves, not reported by monoship.\n\
+         (RUST_LOG=info shows the controller's logs and the build output too.)\n"
+    );
+
+    let token = CancellationToken::new();
+    let options = Options {
+        settings: Settings {
+            insecure_registries: vec![seed.registry.host()],
+            ..Settings::default()
+        },
+        endpoints: None,
+        election: None,
+        metrics: Arc::new(Metrics::default()),
+    };
+    let controller = tokio::spawn(app::run(seed.client.clone(), options, token.clone()));
+
+    let mut problems = Vec::new();
+    let mut digests: HashMap<&str, String> = HashMap::new();
+
+    let rev1 = seed.repo.head();
+    play(
+        &seed,
+        1,
+        &rev1,
+        "both services are new",
+        [Expect::Promoted, Expect::Promoted],
+        &mut digests,
+        &mut problems,
+    )
+    .await;
+
+    let rev2 = seed.change_service("banana", "a riper banana\n");
+    play(
+        &seed,
+        2,
+        &rev2,
+        "only services/banana changed",
+        [Expect::Promoted, Expect::Unchanged],
+        &mut digests,
+        &mut problems,
+    )
+    .await;
+
+    let rev3 = seed.change_nothing_built("A monorepo for monoship tests, now documented.\n");
+    play(
+        &seed,
+        3,
+        &rev3,
+        "only the README changed, outside both services",
+        [Expect::Unchanged, Expect::Unchanged],
+        &mut digests,
+        &mut problems,
+    )
+    .await;
+
+    // Stop everything this demo started: the controller, the job runner, the API server, and
+    // the registry process (killed when dropped).
+    token.cancel();
+    if tokio::time::timeout(Duration::from_secs(20), controller)
+        .await
+        .is_err()
+    {
+        problems.push("the controller did not stop within 20s".to_owned());
+    }
+    let Seed {
+        api,
+        registry,
+        runner,
+        ..
+    } = seed;
+    runner.shutdown().await;
+    api.shutdown().await;
+    drop(registry);
+
+    println!(
+        "Done in {:.1}s; everything stopped.",
+        started.elapsed().as_secs_f64()
+    );
+    if problems.is_empty() {
+        println!("OK: each commit rolled out exactly the services whose image changed.");
+    } else {
+        println!("FAILED: what happened contradicts the contract:");
+        for problem in &problems {
+            println!("  - {problem}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// Point every ServiceBuild at `revision`, wait until both settle, print what happened and
+/// check it against `expect` (banana, orange).
+async fn play(
+    seed: &Seed,
+    number: usize,
+    revision: &str,
+    what: &str,
+    expect: [Expect; 2],
+    digests: &mut HashMap<&'static str, String>,
+    problems: &mut Vec<String>,
+) {
+    let subject = seed.repo.git(&["log", "-1", "--format=%s", revision]);
+    println!(
+        "Commit {number}: {} \"{}\" ({what})",
+        &revision[..12],
+        subject.trim()
+    );
+    seed.api.reset_counters();
+    let mark = seed.registry.mark();
+    let clock = Instant::now();
+    seed.set_revision(revision).await;
+    let settled = seed.settled(revision).await;
+    let elapsed = clock.elapsed();
+    let writes = seed.api.writes();
+    let requests = seed.registry.requests_since(mark);
+
+    let mut rows = Vec::new();
+    for (service, expect) in SERVICES.into_iter().zip(expect) {
+        let object = settled
+            .iter()
+            .find(|o| o["metadata"]["name"] == service)
+            .expect("settled returns every ServiceBuild");
+        let status = &object["status"];
+        let deployment = writes
+            .iter()
+            .filter(|w| w.resource == "deployments" && w.name.as_deref() == Some(service));
+        let row = Row {
+            service,
+            phase: text(&status["phase"]).to_owned(),
+            digest: text(&status["build"]["digest"]).to_owned(),
+            deployment_writes: deployment.clone().count(),
+            deployment_changes: deployment.filter(|w| w.changed).count(),
+            latest_puts: requests
+                .iter()
+                .filter(|r| r.is_manifest_put(&format!("shop/{service}"), "latest"))
+                .count(),
+            why: ready_message(status),
+        };
+        check(seed, number, &row, expect, digests, problems).await;
+        digests.insert(service, row.digest.clone());
+        rows.push(row);
+    }
+    print_table(&rows);
+    println!("  settled in {:.1}s\n", elapsed.as_secs_f64());
+}
+
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("-")
+}
+
+/// The message of the Ready condition: why the ServiceBuild is where it is.
+fn ready_message(status: &Value) -> String {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| text(&c["message"]).to_owned())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// `sha256:` and the first 12 hex digits.
+fn short(digest: &str) -> String {
+    digest.chars().take("sha256:".len() + 12).collect()
+}
+
+fn moved(row: &Row) -> String {
+    let mut parts = Vec::new();
+    if row.latest_puts > 0 {
+        parts.push("tag latest".to_owned());
+    }
+    if row.deployment_changes > 0 {
+        parts.push(format!("deployment/{} pinned", row.service));
+    }
+    if parts.is_empty() {
+        "nothing".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    let header = [
+        "SERVICE",
+        "PHASE",
+        "DIGEST",
+        "DEPLOYMENT WRITES",
+        "LATEST PUTS",
+        "MOVED",
+    ];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.service.to_owned(),
+                r.phase.clone(),
+                short(&r.digest),
+                r.deployment_writes.to_string(),
+                r.latest_puts.to_string(),
+                moved(r),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:width$}"))
+            .collect();
+        println!("  {}", padded.join("  ").trim_end());
+    };
+    line(&header.map(str::to_owned));
+    for (row, r) in cells.iter().zip(rows) {
+        line(row);
+        println!("    why: {}", r.why);
+    }
+}
+
+/// Compare what happened to one service with what the commit should have done.
+async fn check(
+    seed: &Seed,
+    number: usize,
+    row: &Row,
+    expect: Expect,
+    digests: &HashMap<&'static str, String>,
+    problems: &mut Vec<String>,
+) {
+    let service = row.service;
+    let mut problem = |what: String| problems.push(format!("commit {number}, {service}: {what}"));
+    if row.phase != expect.phase() {
+        problem(format!(
+            "phase {} instead of {} ({})",
+            row.phase,
+            expect.phase(),
+            row.why
+        ));
+    }
+    if !row.digest.starts_with("sha256:") {
+        problem("no digest was resolved".to_owned());
+    }
+    let before = digests.get(service);
+    match expect {
+        Expect::Promoted => {
+            if before == Some(&row.digest) {
+                problem(format!("promoted, but {} was already current", row.digest));
+            }
+            if row.deployment_changes != 1 {
+                problem(format!(
+                    "its Deployment changed {} times instead of once",
+                    row.deployment_changes
+                ));
+            }
+            if row.latest_puts != 1 {
+                problem(format!(
+                    "`latest` was PUT {} times instead of once",
+                    row.latest_puts
+                ));
+            }
+            let pinned = format!("{}@{}", seed.repository(service), row.digest);
+            let image = seed.deployment_image(service).await;
+            if image != pinned {
+                problem(format!("its Deployment runs {image}, not {pinned}"));
+            }
+        }
+        Expect::Unchanged => {
+            if before != Some(&row.digest) {
+                problem(format!(
+                    "unchanged, but the digest {} differs from the last one ({})",
+                    row.digest,
+                    before.map_or("none", String::as_str)
+                ));
+            }
+            if row.deployment_writes != 0 {
+                problem(format!(
+                    "its Deployment was written {} times",
+                    row.deployment_writes
+                ));
+            }
+            if row.latest_puts != 0 {
+                problem(format!("`latest` was PUT {} times", row.latest_puts));
+            }
+        }
+    }
+}
