@@ -347,6 +347,9 @@ pub struct CurrentStatus {
     /// When tags and targets all carried the digest; unset while promotion runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted_at: Option<Time>,
+    /// The floating tags moved to this digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// The pin of one target.

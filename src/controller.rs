@@ -624,31 +624,40 @@ impl<'a> Run<'a> {
             .as_ref()
             .map(|b| b.revision.clone())
             .unwrap_or_default();
-        if self
+        // A finished promotion that only lacks a newly listed tag is caught up in place.
+        let catching_up = self
             .status
             .current
             .as_ref()
-            .is_none_or(|c| c.digest != digest)
-        {
-            self.status.current = Some(CurrentStatus {
-                digest: digest.to_owned(),
-                short_digest: short_digest(digest),
-                revision: revision.clone(),
-                promoted_at: None,
-            });
+            .is_some_and(|c| c.digest == digest && c.promoted_at.is_some());
+        if !catching_up {
+            if self
+                .status
+                .current
+                .as_ref()
+                .is_none_or(|c| c.digest != digest)
+            {
+                self.status.current = Some(CurrentStatus {
+                    digest: digest.to_owned(),
+                    short_digest: short_digest(digest),
+                    revision: revision.clone(),
+                    promoted_at: None,
+                    tags: Vec::new(),
+                });
+            }
+            self.status.phase = Some(Phase::Promoting);
+            let message = format!("moving tags and targets to {digest}");
+            summarize(
+                &mut self.status,
+                Summary::Progressing {
+                    reason: reasons::PROMOTING,
+                    message: &message,
+                },
+                self.generation,
+                &self.now,
+            );
+            self.flush().await?;
         }
-        self.status.phase = Some(Phase::Promoting);
-        let message = format!("moving tags and targets to {digest}");
-        summarize(
-            &mut self.status,
-            Summary::Progressing {
-                reason: reasons::PROMOTING,
-                message: &message,
-            },
-            self.generation,
-            &self.now,
-        );
-        self.flush().await?;
 
         if !spec.image.tags.is_empty() {
             let auth = self.push_auth().await?;
@@ -671,6 +680,12 @@ impl<'a> Run<'a> {
                     });
                 }
             }
+        }
+        if let Some(current) = &mut self.status.current {
+            current.tags = spec.image.tags.clone();
+        }
+        if catching_up {
+            return self.settle(digest).await;
         }
         self.pin_targets(digest, false).await?;
         if let Some(current) = &mut self.status.current {

@@ -80,10 +80,13 @@ pub fn decide(observed: Observed<'_>) -> Plan {
         .flatten();
     if let Some(digest) = recorded.and_then(|b| b.digest.as_deref()) {
         // The build is finished and its digest known: promotion, or steady state.
-        let promoted = status
-            .current
-            .as_ref()
-            .is_some_and(|c| c.digest == digest && c.promoted_at.is_some());
+        // Promoted means: the digest is current, its promotion finished, and every floating
+        // tag the spec asks for was moved (a tag added later resumes the promotion).
+        let promoted = status.current.as_ref().is_some_and(|c| {
+            c.digest == digest
+                && c.promoted_at.is_some()
+                && spec.image.tags.iter().all(|t| c.tags.contains(t))
+        });
         return if promoted {
             Plan::Settle {
                 digest: digest.to_owned(),
@@ -130,7 +133,7 @@ mod tests {
         serde_json::from_value(serde_json::json!({
             "source": {"repository": "file:///repo", "revision": REV},
             "build": {"template": {"spec": {"containers": [{"name": "b"}]}}},
-            "image": {"repository": "r.example/banana"},
+            "image": {"repository": "r.example/banana", "tags": ["latest"]},
             "suspend": suspend,
         }))
         .unwrap()
@@ -159,6 +162,7 @@ mod tests {
             short_digest: digest.into(),
             revision: OLD.into(),
             promoted_at: promoted.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            tags: vec!["latest".into()],
         }
     }
 
@@ -212,6 +216,7 @@ mod tests {
             ("new digest: promote", false, status(Some(build(REV, None, Some(D2), false)), Some(current(D1, true))), None, Missing, promote(D2)),
             ("same digest, promoted: settle (unchanged)", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, true))), None, Missing, settle(D1)),
             ("promotion interrupted: resume", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, false))), None, Missing, promote(D1)),
+            ("a tag added after promotion: resume", false, status(Some(build(REV, None, Some(D1), false)), Some(CurrentStatus { tags: vec![], ..current(D1, true) })), None, Missing, promote(D1)),
             ("digest known: the job no longer matters", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, true))), None, failed(), settle(D1)),
             ("old build's digest is never promoted", false, status(Some(build(OLD, None, Some(D2), false)), Some(current(D1, true))), None, Running, Plan::AwaitJob),
         ];

@@ -317,6 +317,7 @@ mod tests {
                 short_digest: "sha256:ff".into(),
                 revision: "b".repeat(40),
                 promoted_at: Some(at(1)),
+                tags: vec![],
             }),
             ..ServiceBuildStatus::default()
         };

@@ -515,3 +515,47 @@ async fn retrying_a_stall_that_did_not_change_writes_nothing() {
     assert!(writes.is_empty(), "{writes:#?}");
     again.stop().await;
 }
+
+/// A floating tag added after the promotion is moved to the current digest, without
+/// touching the targets or counting a new promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tag_added_later_is_moved_to_the_current_digest() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let revision = seed.repo.head();
+    seed.set_revision(&revision).await;
+    seed.settled(&revision).await;
+    let mark = seed.registry.mark();
+
+    merge(
+        &seed,
+        "banana",
+        json!({"spec": {"image": {"tags": ["latest", "stable"]}}}),
+    )
+    .await;
+    let done = wait_for(&seed, "banana", "the stable tag recorded", |o| {
+        o["status"]["current"]["tags"] == json!(["latest", "stable"])
+    })
+    .await;
+    assert_eq!(phase(&done), "Promoted");
+    let since = seed.registry.requests_since(mark);
+    let puts = |tag: &str| {
+        since
+            .iter()
+            .filter(|r| r.is_manifest_put("shop/banana", tag))
+            .count()
+    };
+    assert_eq!((puts("stable"), puts("latest")), (1, 0));
+    assert_eq!(
+        target_writes(&seed, "banana"),
+        1,
+        "the Deployment is not written again"
+    );
+    let text = controller.metrics.encode();
+    assert_eq!(
+        common::counter(&text, "monoship_promotions_total"),
+        2.0,
+        "{text}"
+    );
+    controller.stop().await;
+}
