@@ -517,7 +517,10 @@ def example_shell_scripts_parse():
 
     scripts = sorted(EXAMPLES.rglob("*.sh")) + [ROOT / "tests" / "chart" / "run.sh"]
     for script in scripts:
-        subprocess.run(["sh", "-n", str(script)], check=True)
+        # Parse each script with the shell its first line names.
+        first = script.read_text().splitlines()[0] if script.read_text() else ""
+        shell = "bash" if "bash" in first else "sh"
+        subprocess.run([shell, "-n", str(script)], check=True)
     for _, sb in servicebuilds():
         for c in sb["spec"]["build"]["template"]["spec"]["containers"]:
             if c.get("command", [])[:2] == ["/bin/sh", "-c"]:
