@@ -36,6 +36,8 @@ pub struct RecordedRequest {
     /// The media types in the `Accept` header(s), in order.
     pub accept: Vec<String>,
     pub content_type: Option<String>,
+    /// Size of the request body in bytes (what the client uploaded).
+    pub request_bytes: usize,
 }
 
 impl RecordedRequest {
@@ -322,11 +324,13 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let is_head = parts.method == Method::HEAD;
+    let mut request_bytes = 0;
 
     let result = async {
         let body = axum::body::to_bytes(body, usize::MAX)
             .await
             .map_err(|e| e.to_string())?;
+        request_bytes = body.len();
         let url = match parts.uri.path_and_query() {
             Some(pq) => format!("http://127.0.0.1:{}{}", state.backend_port, pq.as_str()),
             None => format!("http://127.0.0.1:{}/", state.backend_port),
@@ -367,6 +371,7 @@ async fn forward(State(state): State<ProxyState>, request: Request) -> Response 
         status: status.as_u16(),
         accept,
         content_type,
+        request_bytes,
     });
 
     let mut builder = Response::builder().status(status);
