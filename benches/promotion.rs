@@ -117,9 +117,7 @@ impl Report {
     }
 
     fn note(&mut self, note: impl Into<String>) {
-        let note = note.into();
-        eprintln!("bench: {note}");
-        self.notes.push(note);
+        self.notes.push(note.into());
     }
 
     fn raw(&mut self, key: &str, value: Value) {
@@ -792,6 +790,10 @@ fn write_kubeconfig(path: &Path, server: &str) -> Outcome<()> {
     Ok(())
 }
 
+fn progress(what: &str) {
+    eprintln!("bench: {what}");
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -839,6 +841,7 @@ async fn run(started: Instant) -> Outcome<()> {
     };
     let mut report = Report::default();
 
+    progress("P1: tag moves, monoship and skopeo copy");
     p1(&mut report, &registry, &setup).await?;
 
     // The fleet: one namespace, one Deployment and one ServiceBuild per service, each service
@@ -847,6 +850,9 @@ async fn run(started: Instant) -> Outcome<()> {
         host: host.clone(),
         count,
     };
+    progress(&format!(
+        "set-up: {count} services promoted at a first commit"
+    ));
     let fleet_started = Instant::now();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
@@ -948,6 +954,7 @@ async fn run(started: Instant) -> Outcome<()> {
     );
 
     // P2: a fresh controller process reconciles every ServiceBuild again.
+    progress("P2: no-op resync by a fresh controller process");
     controller.kill();
     api.reset_counters();
     let mark = registry.mark();
@@ -984,6 +991,7 @@ async fn run(started: Instant) -> Outcome<()> {
          Jobs, Deployments; no leases, no election)"
     ));
 
+    progress("P1b: one unchanged service");
     // P1b: one unchanged service: its build at a new revision yields the digest it already has.
     let solo = service(1.min(count - 1));
     let rev_b = revision("p1b");
@@ -1022,6 +1030,7 @@ async fn run(started: Instant) -> Outcome<()> {
         return fail(format!("P1b: {solo} ended {solo_phase}, not Unchanged"));
     }
 
+    progress("P5: reaction latency");
     // P5: reaction latency, revision change to Job creation, on one service among them all.
     let seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let watch = {
@@ -1079,6 +1088,7 @@ async fn run(started: Instant) -> Outcome<()> {
     );
 
     // P3: one commit across every service, of which one changed.
+    progress("P3: one commit across every service, one changed");
     let rev2 = revision("rev2");
     let changed = service(count / 2);
     setup
@@ -1126,7 +1136,13 @@ async fn run(started: Instant) -> Outcome<()> {
         .iter()
         .filter(|w| w.resource == "deployments")
         .count();
-    let p3_promotions = controller.counter("monoship_promotions_total").await? - promotions_before;
+    let p3_promoted_metric =
+        controller.counter("monoship_promotions_total").await? - promotions_before;
+    // A promotion: a ServiceBuild whose current digest now comes from this commit.
+    let p3_promotions = settled
+        .iter()
+        .filter(|o| o["status"]["current"]["revision"] == rev2.as_str())
+        .count() as f64;
     let p3_unchanged = controller
         .counter("monoship_unchanged_builds_total")
         .await?
@@ -1138,7 +1154,8 @@ async fn run(started: Instant) -> Outcome<()> {
     let (final_hwm, final_rss) = controller.memory()?;
     report.raw(
         "p3",
-        json!({"jobs_created": p3_jobs, "promotions": p3_promotions, "unchanged": p3_unchanged,
+        json!({"jobs_created": p3_jobs, "promotions": p3_promotions,
+               "promotions_metric_delta": p3_promoted_metric, "unchanged_metric_delta": p3_unchanged,
                "target_writes": p3_target_writes, "registry_requests": p3_registry.len(),
                "registry_classes": classes(&p3_registry), "blob_upload_bytes": blob_bytes(&p3_registry),
                "settle_seconds": p3_seconds, "patch_seconds": patched, "phases": phases,
@@ -1148,6 +1165,7 @@ async fn run(started: Instant) -> Outcome<()> {
     runner.shutdown().await;
 
     // Baselines, measured now on the same registry and API server.
+    progress("baselines: skopeo copy and redeploys");
     // P1b and P3: `latest` moved by skopeo copy from the revision tag, per service.
     let mark = registry.mark();
     skopeo_copy(
@@ -1307,7 +1325,10 @@ async fn run(started: Instant) -> Outcome<()> {
     );
     report.note(format!(
         "P3: {count} ServiceBuilds patched to the new commit in {patched:.1}s, all settled after \
-         {p3_seconds:.1}s ({phases:?}); monoship's registry requests: {}. Baseline: every \
+         {p3_seconds:.1}s ({phases:?}); promotions counts ServiceBuilds whose current digest \
+         comes from the new commit (monoship_promotions_total rose by {p3_promoted_metric}, \
+         monoship_unchanged_builds_total by {p3_unchanged}); monoship's registry requests: {}. \
+         Baseline: every \
          service rebuilt (Jobs = {count}) and redeployed: `latest` moved by skopeo copy, measured \
          on {sample} services ({} requests) and scaled to {count}; Deployment writes measured on \
          all {count} ({} changed, {redeploy_seconds:.1}s). Builds are instant here, so there is \
