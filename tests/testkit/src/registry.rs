@@ -36,6 +36,8 @@ pub struct RecordedRequest {
     /// The media types in the `Accept` header(s), in order.
     pub accept: Vec<String>,
     pub content_type: Option<String>,
+    /// Size of the request body in bytes (what the client uploaded).
+    pub request_bytes: usize,
 }
 
 impl RecordedRequest {
@@ -335,11 +337,13 @@ async fn forward_and_record(state: ProxyState, request: Request) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let is_head = parts.method == Method::HEAD;
+    let mut request_bytes = 0;
 
     let result = async {
         let body = axum::body::to_bytes(body, usize::MAX)
             .await
             .map_err(|e| e.to_string())?;
+        request_bytes = body.len();
         let url = match parts.uri.path_and_query() {
             Some(pq) => format!("http://127.0.0.1:{}{}", state.backend_port, pq.as_str()),
             None => format!("http://127.0.0.1:{}/", state.backend_port),
@@ -380,6 +384,7 @@ async fn forward_and_record(state: ProxyState, request: Request) -> Response {
         status: status.as_u16(),
         accept,
         content_type,
+        request_bytes,
     });
 
     let mut builder = Response::builder().status(status);
