@@ -23,7 +23,7 @@ use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE,
 };
-use oci_client::{Reference, RegistryOperation};
+use oci_client::Reference;
 
 use crate::Error;
 use crate::conditions::reasons;
@@ -389,10 +389,9 @@ impl RegistryClient {
                 message: "the manifest's mediaType is not a valid header value".into(),
             })?;
 
-        let result = timed(client.auth(&tag_ref, &oci_auth, RegistryOperation::Push)).await;
-        self.outcome("auth", result)
-            .map_err(|failure| into_error(failure, "authenticate for push to", repository, tag))?;
-
+        // No separate `auth(Push)` call: the PUT fetches a push-scoped token itself (oci-client
+        // authorizes each request for its operation), and on registries that issue no tokens a
+        // separate call would only add a `GET /v2/` round trip.
         let result = timed(client.push_manifest_raw(&tag_ref, body, content_type)).await;
         self.outcome("put_manifest", result)
             .map_err(|failure| into_error(failure, "put manifest", repository, tag))?;
