@@ -89,6 +89,8 @@ pub struct Context {
     leadership: Leadership,
     metrics: Arc<Metrics>,
     failures: Mutex<HashMap<ObjectRef<ServiceBuild>, u32>>,
+    /// The resourceVersion each ServiceBuild got from this replica's last status write.
+    written: Mutex<HashMap<ObjectRef<ServiceBuild>, String>>,
 }
 
 impl Context {
@@ -111,6 +113,34 @@ impl Context {
             leadership,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The ServiceBuild to reconcile. A reconcile can be triggered (by a Job, say) before the
+    /// cache has seen this replica's own last status write; acting on that older copy would
+    /// redo work already recorded. When the cached copy does not carry the resourceVersion of
+    /// our last write, read the object once from the API server instead.
+    async fn read_your_writes(&self, sb: Arc<ServiceBuild>) -> Result<Arc<ServiceBuild>> {
+        let key = ObjectRef::from_obj(sb.as_ref());
+        let last = self
+            .written
+            .lock()
+            .ok()
+            .and_then(|written| written.get(&key).cloned());
+        match last {
+            Some(rv) if sb.resource_version().as_ref() != Some(&rv) => {
+                let namespace = sb.namespace().unwrap_or_default();
+                let api: Api<ServiceBuild> = Api::namespaced(self.client.clone(), &namespace);
+                Ok(api.get_opt(&sb.name_any()).await?.map_or(sb, Arc::new))
+            }
+            _ => Ok(sb),
+        }
+    }
+
+    fn remember_write(&self, sb: &ServiceBuild) {
+        if let (Ok(mut written), Some(rv)) = (self.written.lock(), sb.resource_version()) {
+            written.insert(ObjectRef::from_obj(sb), rv);
         }
     }
 
@@ -247,8 +277,12 @@ pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Actio
 async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Arc<Context>) -> Result<(Action, bool)> {
     {
         if sb.meta().deletion_timestamp.is_some() {
+            if let Ok(mut written) = ctx.written.lock() {
+                written.remove(&ObjectRef::from_obj(sb.as_ref()));
+            }
             return Ok((Action::await_change(), false));
         }
+        let sb = &ctx.read_your_writes(sb.clone()).await?;
         let mut run = Run::new(sb, ctx)?;
         let outcome = run.pipeline().await;
         let stalled = outcome.as_ref().is_err_and(Error::is_stalled)
@@ -966,12 +1000,14 @@ impl<'a> Run<'a> {
                 "kind": "ServiceBuild",
                 "status": self.status,
             });
-            api.patch_status(
-                &self.sb.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(body),
-            )
-            .await?;
+            let updated = api
+                .patch_status(
+                    &self.sb.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await?;
+            self.ctx.remember_write(&updated);
             let mut notes = transition_notes(&self.written, &self.status);
             notes.append(&mut self.notes);
             self.notes = notes;
