@@ -112,8 +112,9 @@ pub fn elect(
     let task = tokio::spawn(async move {
         tokio::pin!(shutdown);
         let mut last_renewal: Option<Instant> = None;
+        let mut observed: Option<Observed> = None;
         loop {
-            match try_acquire_or_renew(&api, &settings).await {
+            match try_acquire_or_renew(&api, &settings, &mut observed).await {
                 Ok(true) => {
                     last_renewal = Some(Instant::now());
                     elector.set(true);
@@ -157,8 +158,21 @@ fn duration_seconds(duration: Duration) -> i32 {
     i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)
 }
 
+/// The Lease record as last seen, and when (on this replica's clock) it was first seen so.
+/// As in client-go, a Lease counts as expired when its record has not changed for its
+/// duration as measured here, so clock skew between replicas does not matter.
+struct Observed {
+    holder: Option<String>,
+    renew_time: Option<MicroTime>,
+    since: Instant,
+}
+
 /// One election round: `Ok(true)` when this replica holds the Lease afterwards.
-async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) -> kube::Result<bool> {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    settings: &LeaseSettings,
+    observed: &mut Option<Observed>,
+) -> kube::Result<bool> {
     let Some(mut lease) = api.get_opt(&settings.name).await? else {
         let lease = Lease {
             metadata: ObjectMeta {
@@ -183,8 +197,22 @@ async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) -> kub
     };
     let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
     let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+    let unchanged = observed
+        .as_ref()
+        .is_some_and(|o| o.holder == holder && o.renew_time == spec.renew_time);
+    if !unchanged {
+        *observed = Some(Observed {
+            holder: holder.clone(),
+            renew_time: spec.renew_time.clone(),
+            since: Instant::now(),
+        });
+    }
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+    let expired = observed
+        .as_ref()
+        .is_some_and(|o| o.since.elapsed() > duration);
     let ours = holder.as_deref() == Some(settings.identity.as_str());
-    if !ours && holder.is_some() && !expired(spec) {
+    if !ours && holder.is_some() && !expired {
         return Ok(false);
     }
     if !ours {
@@ -204,18 +232,6 @@ async fn try_acquire_or_renew(api: &Api<Lease>, settings: &LeaseSettings) -> kub
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(error) => Err(error),
     }
-}
-
-fn expired(spec: &LeaseSpec) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref() else {
-        return true;
-    };
-    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-    let deadline = renewed
-        .0
-        .checked_add(jiff::SignedDuration::from_secs(duration))
-        .unwrap_or(renewed.0);
-    jiff::Timestamp::now() > deadline
 }
 
 async fn release(api: &Api<Lease>, settings: &LeaseSettings) -> kube::Result<()> {
