@@ -559,3 +559,47 @@ async fn a_tag_added_later_is_moved_to_the_current_digest() {
     );
     controller.stop().await;
 }
+
+/// A transient fault (the API server failing a target write) is shown on Ready=False with its
+/// reason, retried with backoff, and the promotion completes once the fault is gone. (A 500:
+/// kube's client already retries 429, 503 and 504 by itself.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transient_fault_shows_on_ready_and_is_retried() {
+    let seed = Seed::start().await;
+    seed.api.inject_fault(
+        FaultRule::new("patch", "deployments")
+            .name("banana")
+            .status(500)
+            .times(100_000),
+    );
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let revision = seed.repo.head();
+    seed.set_service_revision("banana", &revision).await;
+    let failing = wait_for(&seed, "banana", "Ready=False from the fault", |o| {
+        condition(o, "Ready")
+            .is_some_and(|c| c["status"] == "False" && c["reason"] == "KubernetesAPIError")
+    })
+    .await;
+    assert_eq!(
+        phase(&failing),
+        "Promoting",
+        "the promotion is under way, not stalled"
+    );
+    assert!(condition(&failing, "Stalled").is_none());
+    assert_eq!(
+        condition(&failing, "Reconciling").unwrap()["status"],
+        "True"
+    );
+    assert_eq!(failing["status"]["targets"][0]["inSync"], false);
+
+    seed.api.clear_faults();
+    let done = wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
+    assert_eq!(condition(&done, "Ready").unwrap()["status"], "True");
+    let text = controller.metrics.encode();
+    assert!(
+        common::counter(&text, "monoship_reconciles_total{result=\"error\"}") >= 1.0,
+        "{text}"
+    );
+    assert_eq!(target_writes(&seed, "banana"), 1);
+    controller.stop().await;
+}
