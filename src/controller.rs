@@ -664,7 +664,14 @@ impl<'a> Run<'a> {
             .current
             .as_ref()
             .is_some_and(|c| c.digest == digest && c.promoted_at.is_some());
-        if !catching_up {
+        // The first write records the digest as current before anything moves; a retry of a
+        // promotion already recorded (after a crash or a stall) needs no second one.
+        let recorded = self
+            .written
+            .current
+            .as_ref()
+            .is_some_and(|c| c.digest == digest);
+        if !catching_up && !recorded {
             if self
                 .status
                 .current

@@ -315,6 +315,30 @@ async fn nomad_tokens_never_show_in_status_or_events() {
     assert_eq!(phase(orange), "Stalled", "{:#}", orange["status"]);
     assert!(orange["status"].to_string().contains("NomadAccessDenied"));
 
+    // Retrying the stalled promotion, with nothing changed, writes nothing.
+    controller.stop().await;
+    seed.api.reset_counters();
+    let again = common::start(&seed, Duration::from_secs(600)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while common::counter(
+        &again.metrics.encode(),
+        "monoship_reconciles_total{result=\"stalled\"}",
+    ) < 1.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orange was not reconciled again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writes: Vec<_> = seed
+        .api
+        .writes()
+        .into_iter()
+        .filter(|w| w.name.as_deref() == Some("orange"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:#?}");
+
     let statuses = serde_json::to_string(&settled).unwrap();
     let events = serde_json::to_string(&seed.api.list_objects(
         "events.k8s.io",
@@ -326,7 +350,7 @@ async fn nomad_tokens_never_show_in_status_or_events() {
         assert!(!statuses.contains(token), "a token is in a status");
         assert!(!events.contains(token), "a token is in an Event");
     }
-    controller.stop().await;
+    again.stop().await;
 }
 
 fn base64_encode(text: &str) -> String {
