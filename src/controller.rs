@@ -275,77 +275,76 @@ pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Actio
 
 /// The reconcile proper; the flag says whether it ended Stalled.
 async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Arc<Context>) -> Result<(Action, bool)> {
-    {
-        if sb.meta().deletion_timestamp.is_some() {
-            if let Ok(mut written) = ctx.written.lock() {
-                written.remove(&ObjectRef::from_obj(sb.as_ref()));
-            }
-            return Ok((Action::await_change(), false));
+    if sb.meta().deletion_timestamp.is_some() {
+        if let Ok(mut written) = ctx.written.lock() {
+            written.remove(&ObjectRef::from_obj(sb.as_ref()));
         }
-        let sb = &ctx.read_your_writes(sb.clone()).await?;
-        let mut run = Run::new(sb, ctx)?;
-        let outcome = run.pipeline().await;
-        let stalled = outcome.as_ref().is_err_and(Error::is_stalled)
-            || run.status.phase == Some(Phase::Failed);
-        let action = match outcome {
-            Ok(action) => action,
-            Err(error) if error.is_stalled() => {
-                let reason = error.reason();
-                let message = error.to_string();
-                warn!(reason, %message, "stalled");
-                if run.status.phase != Some(Phase::Failed) {
-                    run.status.phase = Some(Phase::Stalled);
-                }
-                summarize(
-                    &mut run.status,
-                    Summary::Stalled {
-                        reason,
-                        message: &message,
-                    },
-                    run.generation,
-                    &run.now,
-                );
-                // Announce a stall once, not on every retry that finds it unchanged.
-                let known = run.written.conditions.iter().any(|c| {
+        return Ok((Action::await_change(), false));
+    }
+    let sb = &ctx.read_your_writes(sb.clone()).await?;
+    let mut run = Run::new(sb, ctx)?;
+    let outcome = run.pipeline().await;
+    let stalled =
+        outcome.as_ref().is_err_and(Error::is_stalled) || run.status.phase == Some(Phase::Failed);
+    let action = match outcome {
+        Ok(action) => action,
+        Err(error) if error.is_stalled() => {
+            let reason = error.reason();
+            let message = error.to_string();
+            warn!(reason, %message, "stalled");
+            if run.status.phase != Some(Phase::Failed) {
+                run.status.phase = Some(Phase::Stalled);
+            }
+            summarize(
+                &mut run.status,
+                Summary::Stalled {
+                    reason,
+                    message: &message,
+                },
+                run.generation,
+                &run.now,
+            );
+            // Announce a stall once, not on every retry that finds it unchanged.
+            let known =
+                run.written.conditions.iter().any(|c| {
                     c.type_ == types::STALLED && c.reason == reason && c.message == message
                 });
-                if !known {
-                    run.notes.push(Note {
-                        warning: true,
-                        reason,
-                        message: message.clone(),
-                    });
-                }
-                if reason == reasons::INVALID_SPEC {
-                    Action::await_change()
-                } else {
-                    Action::requeue(STALLED_RETRY)
-                }
+            if !known {
+                run.notes.push(Note {
+                    warning: true,
+                    reason,
+                    message: message.clone(),
+                });
             }
-            Err(error) => {
-                let message = error.to_string();
-                summarize(
-                    &mut run.status,
-                    Summary::Retrying {
-                        reason: error.reason(),
-                        message: &message,
-                    },
-                    run.generation,
-                    &run.now,
-                );
-                // Show the fault on Ready=False, then let the error policy back off.
-                if let Err(write_error) = run.flush().await {
-                    debug!(%write_error, "could not record the fault");
-                }
-                return Err(error);
+            if reason == reasons::INVALID_SPEC {
+                Action::await_change()
+            } else {
+                Action::requeue(STALLED_RETRY)
             }
-        };
-        run.flush().await?;
-        if let Ok(mut failures) = ctx.failures.lock() {
-            failures.remove(&ObjectRef::from_obj(sb.as_ref()));
         }
-        Ok((action, stalled))
+        Err(error) => {
+            let message = error.to_string();
+            summarize(
+                &mut run.status,
+                Summary::Retrying {
+                    reason: error.reason(),
+                    message: &message,
+                },
+                run.generation,
+                &run.now,
+            );
+            // Show the fault on Ready=False, then let the error policy back off.
+            if let Err(write_error) = run.flush().await {
+                debug!(%write_error, "could not record the fault");
+            }
+            return Err(error);
+        }
+    };
+    run.flush().await?;
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&ObjectRef::from_obj(sb.as_ref()));
     }
+    Ok((action, stalled))
 }
 
 /// Transient faults are retried with exponential backoff per ServiceBuild.
