@@ -499,18 +499,7 @@ async fn retrying_a_stall_that_did_not_change_writes_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     seed.api.reset_counters();
     let again = common::start(&seed, Duration::from_secs(600)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while common::counter(
-        &again.metrics.encode(),
-        "monoship_reconciles_total{result=\"stalled\"}",
-    ) < 1.0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no reconcile happened"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    again.wait_for_reconcile("stalled").await;
     let writes = seed.api.writes();
     assert!(writes.is_empty(), "{writes:#?}");
     again.stop().await;

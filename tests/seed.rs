@@ -319,18 +319,7 @@ async fn nomad_tokens_never_show_in_status_or_events() {
     controller.stop().await;
     seed.api.reset_counters();
     let again = common::start(&seed, Duration::from_secs(600)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while common::counter(
-        &again.metrics.encode(),
-        "monoship_reconciles_total{result=\"stalled\"}",
-    ) < 1.0
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "orange was not reconciled again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    again.wait_for_reconcile("stalled").await;
     let writes: Vec<_> = seed
         .api
         .writes()

@@ -31,6 +31,20 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
     }
 
+    /// Wait until this controller has finished at least one reconcile with `result` (`ok`,
+    /// `stalled` or `error`), as its metrics count them.
+    pub async fn wait_for_reconcile(&self, result: &str) {
+        let series = format!("monoship_reconciles_total{{result=\"{result}\"}}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while counter(&self.metrics.encode(), &series) < 1.0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {result} reconcile within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// GET a path of the metrics and health endpoint.
     pub async fn get(&self, path: &str) -> (u16, String) {
         // No idle connection is kept, so a graceful shutdown does not wait on one.
