@@ -4,18 +4,19 @@
 //! Reconcile is a pipeline: observe → [`decide`] (pure) → act ([`build`], [`registry`],
 //! [`targets`]) → record (status and Events, written only on change).
 
+pub mod act;
 pub mod api;
 pub mod app;
-pub mod build;
 pub mod conditions;
 pub mod controller;
-pub mod decide;
 pub mod lease;
 pub mod metrics;
-pub mod registry;
-pub mod status;
-pub mod targets;
+pub mod pipeline;
 pub mod telemetry;
+
+// Stable paths for the acting modules.
+pub use act::{build, registry, targets};
+pub use pipeline::{decide, record as status};
 
 pub use api::{ServiceBuild, ServiceBuildSpec, ServiceBuildStatus};
 

@@ -1,0 +1,5 @@
+//! Build Jobs.
+
+mod job;
+
+pub use job::*;

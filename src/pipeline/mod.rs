@@ -1,0 +1,4 @@
+//! The reconcile pipeline's pure steps.
+
+pub mod decide;
+pub mod record;
