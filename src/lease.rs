@@ -54,6 +54,15 @@ impl Leadership {
         self.leader.load(Ordering::SeqCst)
     }
 
+    /// Every write is preceded by this check: a replica that lost the Lease stops at once.
+    pub fn ensure(&self) -> crate::Result<()> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(crate::Error::NotLeader)
+        }
+    }
+
     /// Whether the first election round has finished (this replica is leader or standby).
     pub fn is_decided(&self) -> bool {
         self.decided.load(Ordering::SeqCst)

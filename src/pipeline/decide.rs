@@ -1,4 +1,4 @@
-//! The decision: from what was observed to the next step. Pure: no I/O, no clock.
+//! Decide: from what was observed to the next step. Pure: no I/O, no clock.
 //!
 //! The state that makes this resumable lives in `status`: `status.build` says which build
 //! (revision, rebuild token) is current and what digest it produced; `status.current` says which
@@ -6,35 +6,17 @@
 //! target carries it. A crash between any two steps leaves a status from which [`decide`] picks
 //! the same next step again, and every step first checks whether it is already done.
 
-use crate::api::{ServiceBuildSpec, ServiceBuildStatus};
-
-/// The state of the build Job for the wanted build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobState {
-    /// No Job with the wanted name exists.
-    Missing,
-    /// The Job exists and has not finished.
-    Running,
-    /// The Job completed successfully.
-    Succeeded,
-    /// The Job failed; `reason` and `message` come from its `Failed` condition.
-    Failed { reason: String, message: String },
-}
-
-/// What [`decide`] looks at.
-#[derive(Debug, Clone, Copy)]
-pub struct Observed<'a> {
-    pub spec: &'a ServiceBuildSpec,
-    pub status: &'a ServiceBuildStatus,
-    /// Value of the `monoship.dev/rebuild` annotation.
-    pub rebuild: Option<&'a str>,
-    /// The Job of the wanted build (`spec.source.revision` and `rebuild`).
-    pub job: &'a JobState,
-}
+use super::observe::{JobState, Observed};
+use super::validate::validate;
 
 /// The next step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
+    /// The spec is wrong in a way admission could not see: record Stalled, do nothing else.
+    Stall {
+        reason: &'static str,
+        message: String,
+    },
     /// `spec.suspend`: do nothing but show it.
     Suspend,
     /// The wanted build has no Job: create it, and delete any Job it supersedes.
@@ -45,59 +27,63 @@ pub enum Plan {
     RecordFailure { reason: String, message: String },
     /// The wanted build succeeded: read the pushed image's digest from the registry.
     ResolveDigest,
-    /// The build's digest is not (yet fully) promoted: record it as current, move the tags,
+    /// The build's digest is new: record it as current (and write that) before anything moves,
+    /// so that a crash resumes this same promotion.
+    StartPromotion { digest: String },
+    /// The digest is recorded as current but not on every tag and target yet: move the tags,
     /// pin the targets, then record the promotion.
     Promote { digest: String },
     /// The build's digest is current and promoted: keep targets pinned to it (re-pin drift).
     Settle { digest: String },
 }
 
-/// Whether `status.build` describes the build that `spec` and the rebuild token ask for.
-pub fn build_is_current(
-    spec: &ServiceBuildSpec,
-    status: &ServiceBuildStatus,
-    rebuild: Option<&str>,
-) -> bool {
-    status
-        .build
-        .as_ref()
-        .is_some_and(|b| b.revision == spec.source.revision && b.rebuild.as_deref() == rebuild)
+impl Plan {
+    /// Whether this step's status must be written before the reconcile goes on to the next.
+    pub fn writes_before_next(&self) -> bool {
+        matches!(self, Self::StartPromotion { .. })
+    }
 }
 
 /// The next step for what was observed.
-pub fn decide(observed: Observed<'_>) -> Plan {
+pub fn decide(observed: &Observed<'_>) -> Plan {
     let Observed {
+        namespace,
         spec,
         status,
-        rebuild,
         job,
-    } = observed;
+        ..
+    } = *observed;
+    if let Err(error) = validate(spec, namespace) {
+        return Plan::Stall {
+            reason: error.reason(),
+            message: error.to_string(),
+        };
+    }
     if spec.suspend {
         return Plan::Suspend;
     }
-    let recorded = build_is_current(spec, status, rebuild)
+    let recorded = observed
+        .build_is_current()
         .then_some(status.build.as_ref())
         .flatten();
     if let Some(digest) = recorded.and_then(|b| b.digest.as_deref()) {
         // The build is finished and its digest known: promotion, or steady state.
         // Promoted means: the digest is current, its promotion finished, and every floating
         // tag the spec asks for was moved (a tag added later resumes the promotion).
-        let promoted = status.current.as_ref().is_some_and(|c| {
-            c.digest == digest
-                && c.promoted_at.is_some()
-                && spec.image.tags.iter().all(|t| c.tags.contains(t))
-        });
-        return if promoted {
-            Plan::Settle {
-                digest: digest.to_owned(),
+        let digest = digest.to_owned();
+        let current = status.current.as_ref().filter(|c| c.digest == digest);
+        return match current {
+            None => Plan::StartPromotion { digest },
+            Some(c)
+                if c.promoted_at.is_some()
+                    && spec.image.tags.iter().all(|t| c.tags.contains(t)) =>
+            {
+                Plan::Settle { digest }
             }
-        } else {
-            Plan::Promote {
-                digest: digest.to_owned(),
-            }
+            Some(_) => Plan::Promote { digest },
         };
     }
-    match job {
+    match &job.state {
         JobState::Succeeded => Plan::ResolveDigest,
         JobState::Running => Plan::AwaitJob,
         JobState::Failed { reason, message } => Plan::RecordFailure {
@@ -121,113 +107,56 @@ pub fn decide(observed: Observed<'_>) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{BuildStatus, CurrentStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    const REV: &str = "1111111111111111111111111111111111111111";
-    const OLD: &str = "2222222222222222222222222222222222222222";
-    const D1: &str = "sha256:aaaa";
-    const D2: &str = "sha256:bbbb";
-
-    fn spec(suspend: bool) -> ServiceBuildSpec {
-        serde_json::from_value(serde_json::json!({
-            "source": {"repository": "file:///repo", "revision": REV},
-            "build": {"template": {"spec": {"containers": [{"name": "b"}]}}},
-            "image": {"repository": "r.example/banana", "tags": ["latest"]},
-            "suspend": suspend,
-        }))
-        .unwrap()
-    }
-
-    fn build(
-        revision: &str,
-        rebuild: Option<&str>,
-        digest: Option<&str>,
-        failed: bool,
-    ) -> BuildStatus {
-        BuildStatus {
-            revision: revision.into(),
-            rebuild: rebuild.map(Into::into),
-            job_name: "job".into(),
-            digest: digest.map(Into::into),
-            failure_reason: failed.then(|| "BackoffLimitExceeded".into()),
-            message: failed.then(|| "exit 1".into()),
-            ..BuildStatus::default()
-        }
-    }
-
-    fn current(digest: &str, promoted: bool) -> CurrentStatus {
-        CurrentStatus {
-            digest: digest.into(),
-            short_digest: digest.into(),
-            revision: OLD.into(),
-            promoted_at: promoted.then_some(Time(jiff::Timestamp::UNIX_EPOCH)),
-            tags: vec!["latest".into()],
-        }
-    }
-
-    fn status(build: Option<BuildStatus>, current: Option<CurrentStatus>) -> ServiceBuildStatus {
-        ServiceBuildStatus {
-            build,
-            current,
-            ..ServiceBuildStatus::default()
-        }
-    }
-
-    fn failed() -> JobState {
-        JobState::Failed {
-            reason: "BackoffLimitExceeded".into(),
-            message: "exit 1".into(),
-        }
-    }
+    use crate::api::CurrentStatus;
+    use crate::pipeline::fixtures::*;
+    use crate::pipeline::observe::ObservedJob;
 
     /// Each row: what was observed, and the step that must follow.
     #[test]
     fn decision_table() {
         use JobState::*;
+        let start = |d: &str| Plan::StartPromotion { digest: d.into() };
         let promote = |d: &str| Plan::Promote { digest: d.into() };
         let settle = |d: &str| Plan::Settle { digest: d.into() };
         let record_failure = Plan::RecordFailure {
             reason: "BackoffLimitExceeded".into(),
             message: "exit 1".into(),
         };
-        type Row<'a> = (
-            &'a str,
-            bool,
-            ServiceBuildStatus,
-            Option<&'a str>,
-            JobState,
-            Plan,
-        );
+        let no_latest = || CurrentStatus {
+            tags: vec![],
+            ..current(D1, true)
+        };
+        type Row<'a> = (&'a str, Fixture, JobState, Plan);
         #[rustfmt::skip]
         let rows: Vec<Row> = vec![
-            ("suspended does nothing, whatever else", true, status(None, None), None, Succeeded, Plan::Suspend),
-            ("new object: build", false, status(None, None), None, Missing, Plan::CreateJob),
-            ("new revision: build", false, status(Some(build(OLD, None, Some(D1), false)), Some(current(D1, true))), None, Missing, Plan::CreateJob),
-            ("job created, status not yet", false, status(None, None), None, Running, Plan::AwaitJob),
-            ("job runs", false, status(Some(build(REV, None, None, false)), None), None, Running, Plan::AwaitJob),
-            ("job failed", false, status(Some(build(REV, None, None, false)), None), None, failed(), record_failure.clone()),
-            ("failure recorded, job gone: stays failed", false, status(Some(build(REV, None, None, true)), None), None, Missing, record_failure.clone()),
-            ("failure recorded, new rebuild token: build", false, status(Some(build(REV, None, None, true)), None), Some("2"), Missing, Plan::CreateJob),
-            ("same revision, same token as failed: no retry", false, status(Some(build(REV, Some("2"), None, true)), None), Some("2"), Missing, record_failure.clone()),
-            ("job succeeded: resolve", false, status(Some(build(REV, None, None, false)), None), None, Succeeded, Plan::ResolveDigest),
-            ("job succeeded before status caught up", false, status(Some(build(OLD, None, Some(D1), false)), Some(current(D1, true))), None, Succeeded, Plan::ResolveDigest),
-            ("first digest: promote", false, status(Some(build(REV, None, Some(D1), false)), None), None, Missing, promote(D1)),
-            ("new digest: promote", false, status(Some(build(REV, None, Some(D2), false)), Some(current(D1, true))), None, Missing, promote(D2)),
-            ("same digest, promoted: settle (unchanged)", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, true))), None, Missing, settle(D1)),
-            ("promotion interrupted: resume", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, false))), None, Missing, promote(D1)),
-            ("a tag added after promotion: resume", false, status(Some(build(REV, None, Some(D1), false)), Some(CurrentStatus { tags: vec![], ..current(D1, true) })), None, Missing, promote(D1)),
-            ("digest known: the job no longer matters", false, status(Some(build(REV, None, Some(D1), false)), Some(current(D1, true))), None, failed(), settle(D1)),
-            ("old build's digest is never promoted", false, status(Some(build(OLD, None, Some(D2), false)), Some(current(D1, true))), None, Running, Plan::AwaitJob),
+            ("an unrenderable revisionTag stalls", Fixture::new().revision_tag("{revision}{revision}{revision}{revision}"), Succeeded,
+                Plan::Stall { reason: "InvalidSpec", message: format!("image.revisionTag \"{0}\" renders to \"{1}\", which is not a valid tag (letters, digits, '_', '.', '-', at most 128, not starting with '.' or '-')", "{revision}".repeat(4), REV.repeat(4)) }),
+            ("suspended does nothing, whatever else", Fixture::new().suspend(), Succeeded, Plan::Suspend),
+            ("new object: build", Fixture::new(), Missing, Plan::CreateJob),
+            ("new revision: build", Fixture::new().build(build(OLD, None, Some(D1), false)).current(current(D1, true)), Missing, Plan::CreateJob),
+            ("job created, status not yet", Fixture::new(), Running, Plan::AwaitJob),
+            ("job runs", Fixture::new().build(build(REV, None, None, false)), Running, Plan::AwaitJob),
+            ("job failed", Fixture::new().build(build(REV, None, None, false)), failed(), record_failure.clone()),
+            ("failure recorded, job gone: stays failed", Fixture::new().build(build(REV, None, None, true)), Missing, record_failure.clone()),
+            ("failure recorded, new rebuild token: build", Fixture::new().build(build(REV, None, None, true)).rebuild("2"), Missing, Plan::CreateJob),
+            ("same revision, same token as failed: no retry", Fixture::new().build(build(REV, Some("2"), None, true)).rebuild("2"), Missing, record_failure.clone()),
+            ("job succeeded: resolve", Fixture::new().build(build(REV, None, None, false)), Succeeded, Plan::ResolveDigest),
+            ("job succeeded before status caught up", Fixture::new().build(build(OLD, None, Some(D1), false)).current(current(D1, true)), Succeeded, Plan::ResolveDigest),
+            ("first digest: record it before anything moves", Fixture::new().build(build(REV, None, Some(D1), false)), Missing, start(D1)),
+            ("new digest: record it before anything moves", Fixture::new().build(build(REV, None, Some(D2), false)).current(current(D1, true)), Missing, start(D2)),
+            ("new digest recorded: promote", Fixture::new().build(build(REV, None, Some(D2), false)).current(current(D2, false)), Missing, promote(D2)),
+            ("same digest, promoted: settle (unchanged)", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, true)), Missing, settle(D1)),
+            ("promotion interrupted: resume", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, false)), Missing, promote(D1)),
+            ("a tag added after promotion: resume", Fixture::new().build(build(REV, None, Some(D1), false)).current(no_latest()), Missing, promote(D1)),
+            ("digest known: the job no longer matters", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, true)), failed(), settle(D1)),
+            ("old build's digest is never promoted", Fixture::new().build(build(OLD, None, Some(D2), false)).current(current(D1, true)), Running, Plan::AwaitJob),
         ];
-        for (name, suspend, status, rebuild, job, expected) in rows {
-            let spec = spec(suspend);
-            let plan = decide(Observed {
-                spec: &spec,
-                status: &status,
-                rebuild,
-                job: &job,
-            });
+        for (name, fixture, state, expected) in rows {
+            let job = ObservedJob {
+                state,
+                ..ObservedJob::default()
+            };
+            let plan = decide(&fixture.observed(&job));
             assert_eq!(plan, expected, "{name}");
         }
     }

@@ -1,100 +1,456 @@
-//! Record: status conditions and the Events that status changes imply. Pure functions; the
-//! controller writes the status only when it differs from what the API server has.
+//! Record: from (status as read, plan, outcome, clock) to the status to write and the Events it
+//! implies. Pure: the controller writes the status only when it differs from what the API
+//! server has, and publishes the Events after that write.
+//!
+//! Timestamps move only on transitions (a condition's `lastTransitionTime` when its status
+//! changes, `startTime` when a build starts, `promotedAt` when a promotion ends), so a reconcile
+//! that finds everything in place records a status identical to the one it read.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{HistoryEntry, Phase, ServiceBuildStatus, short_digest};
+use super::conditions::{Summary, set_condition, summarize};
+use super::decide::Plan;
+use super::events::{Note, transition_notes};
+use super::observe::{Observed, WantedBuild, build_is_current};
+use super::outcome::{Fault, Outcome, PinOutcome, TagMove, TargetOutcome};
+use crate::api::{
+    BuildStatus, CurrentStatus, HistoryEntry, Phase, REBUILD_ANNOTATION, ServiceBuildStatus,
+    TargetStatus, short_digest, short_revision,
+};
 use crate::conditions::{reasons, types};
 
-/// Set (or replace) the condition of `type_`, keeping `lastTransitionTime` when its status did
-/// not change, so that a repeated reconcile produces an identical status.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
+/// The status to write and the Events to publish after writing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub status: ServiceBuildStatus,
+    pub events: Vec<Note>,
+}
+
+/// Record one step: `plan` was acted on with `outcome`; `fault` is why it stopped, if it did.
+pub fn record(
+    observed: &Observed<'_>,
+    plan: &Plan,
+    outcome: &Outcome,
+    fault: Option<&Fault>,
     now: &Time,
-) {
-    let status = if status { "True" } else { "False" };
-    let last_transition_time = conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status: status.to_owned(),
-        reason: reason.to_owned(),
-        message: message.to_owned(),
-        observed_generation: generation,
-        last_transition_time,
+) -> Recorded {
+    let mut step = Step {
+        observed,
+        status: observed.status.clone(),
+        events: Vec::new(),
+        now,
     };
-    match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(existing) => *existing = condition,
-        None => conditions.push(condition),
+    match (plan, outcome) {
+        (Plan::Stall { reason, message }, _) => {
+            step.fault(&Fault::stalled(reason, message.clone()))
+        }
+        (Plan::Suspend, _) => {
+            step.status.phase = Some(Phase::Suspended);
+            step.summarize(Summary::Suspended);
+        }
+        (Plan::CreateJob, Outcome::JobCreated { superseded }) => {
+            for name in superseded {
+                step.event(
+                    false,
+                    reasons::BUILD_SUPERSEDED,
+                    format!(
+                        "Deleted build Job {name}: revision {} supersedes it",
+                        short_revision(&observed.wanted.revision)
+                    ),
+                );
+            }
+            step.building();
+        }
+        (Plan::AwaitJob, _) => step.building(),
+        (Plan::RecordFailure { reason, message }, _) => step.failed(reason, message),
+        (Plan::ResolveDigest, Outcome::DigestResolved { digest }) => step.resolved(digest),
+        (Plan::StartPromotion { digest }, _) => step.start_promotion(digest),
+        (Plan::Promote { digest }, Outcome::Promoted { tags, targets }) => {
+            step.promoted(digest, tags, targets.as_deref(), fault.is_none())
+        }
+        (Plan::Settle { digest }, Outcome::Settled { targets }) => {
+            step.pinned(digest, targets, true);
+            if fault.is_none() {
+                step.settled(digest);
+            }
+        }
+        // A step that did not get as far as an outcome records only its fault.
+        _ => {}
+    }
+    if let Some(fault) = fault {
+        step.fault(fault);
+    }
+    let mut events = transition_notes(observed.status, &step.status);
+    events.append(&mut step.events);
+    Recorded {
+        status: step.status,
+        events,
     }
 }
 
-/// Remove a condition.
-pub fn remove_condition(conditions: &mut Vec<Condition>, type_: &str) {
-    conditions.retain(|c| c.type_ != type_);
-}
-
-/// What the ServiceBuild's conditions should say.
-#[derive(Debug, Clone, Copy)]
-pub enum Summary<'a> {
-    /// Work is under way (`phase` is Pending, Building or Promoting).
-    Progressing { reason: &'a str, message: &'a str },
-    /// Every target carries the current digest.
-    Ready { reason: &'a str, message: &'a str },
-    /// A person must act.
-    Stalled { reason: &'a str, message: &'a str },
-    /// A transient fault; it is retried.
-    Retrying { reason: &'a str, message: &'a str },
-    /// `spec.suspend`.
-    Suspended,
-}
-
-/// Set `Ready`, `Reconciling` and `Stalled` from a summary.
-pub fn summarize(
-    status: &mut ServiceBuildStatus,
-    summary: Summary<'_>,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    let conditions = &mut status.conditions;
-    let (ready, reason, message, reconciling, stalled) = match summary {
-        Summary::Progressing { reason, message } => (false, reason, message, true, false),
-        Summary::Ready { reason, message } => (true, reason, message, false, false),
-        Summary::Stalled { reason, message } => (false, reason, message, false, true),
-        Summary::Retrying { reason, message } => (false, reason, message, true, false),
-        Summary::Suspended => (
-            false,
-            reasons::SUSPENDED,
-            "spec.suspend is true: no builds, tag moves or target writes",
-            false,
-            false,
-        ),
-    };
-    set_condition(
-        conditions,
-        types::READY,
-        ready,
-        reason,
-        message,
-        generation,
+/// Record a fault met before any plan (while observing): only the conditions change.
+pub fn record_fault(observed: &Observed<'_>, fault: &Fault, now: &Time) -> Recorded {
+    record(
+        observed,
+        &Plan::AwaitJob,
+        &Outcome::Nothing,
+        Some(fault),
         now,
-    );
-    // kstatus: `Reconciling` and `Stalled` are present only while true.
-    for (type_, present) in [(types::RECONCILING, reconciling), (types::STALLED, stalled)] {
-        if present {
-            set_condition(conditions, type_, true, reason, message, generation, now);
+    )
+}
+
+struct Step<'a> {
+    observed: &'a Observed<'a>,
+    status: ServiceBuildStatus,
+    events: Vec<Note>,
+    now: &'a Time,
+}
+
+impl Step<'_> {
+    fn event(&mut self, warning: bool, reason: &'static str, message: String) {
+        self.events.push(Note {
+            warning,
+            reason,
+            message,
+        });
+    }
+
+    fn summarize(&mut self, summary: Summary<'_>) {
+        summarize(
+            &mut self.status,
+            summary,
+            self.observed.generation,
+            self.now,
+        );
+    }
+
+    fn condition(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+        let generation = self.observed.generation;
+        set_condition(
+            &mut self.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            self.now,
+        );
+    }
+
+    /// `status.build` for the wanted build, started now unless it already describes it.
+    fn build_status(&mut self) -> &mut BuildStatus {
+        let wanted: &WantedBuild = self.observed.wanted;
+        if !build_is_current(&self.status, wanted) {
+            self.status.build = Some(BuildStatus {
+                revision: wanted.revision.clone(),
+                short_revision: short_revision(&wanted.revision).to_owned(),
+                rebuild: wanted.rebuild.clone(),
+                job_name: wanted.job_name.clone(),
+                image: Some(wanted.image.clone()),
+                start_time: Some(
+                    self.observed
+                        .job
+                        .started
+                        .clone()
+                        .unwrap_or_else(|| self.now.clone()),
+                ),
+                ..BuildStatus::default()
+            });
+            self.condition(
+                types::BUILT,
+                false,
+                reasons::BUILDING,
+                "the build of the current revision has not finished",
+            );
+        }
+        self.status.build.get_or_insert_with(BuildStatus::default)
+    }
+
+    fn building(&mut self) {
+        let build = self.build_status();
+        let message = format!(
+            "build Job {} runs for revision {}",
+            build.job_name, build.short_revision
+        );
+        self.status.phase = Some(Phase::Building);
+        self.summarize(Summary::Progressing {
+            reason: reasons::BUILDING,
+            message: &message,
+        });
+    }
+
+    fn failed(&mut self, reason: &str, message: &str) {
+        let now = self.now.clone();
+        let build = self.build_status();
+        build.failure_reason = Some(reason.to_owned());
+        build.message = Some(message.to_owned());
+        if build.completion_time.is_none() {
+            build.completion_time = Some(now);
+        }
+        let summary = format!(
+            "build Job {} failed ({reason}): {message}. Set a new revision, or a new value of the \
+             {REBUILD_ANNOTATION} annotation, to build again",
+            build.job_name
+        );
+        self.status.phase = Some(Phase::Failed);
+        self.condition(types::BUILT, false, reasons::BUILD_FAILED, &summary);
+        self.summarize(Summary::Stalled {
+            reason: reasons::BUILD_FAILED,
+            message: &summary,
+        });
+    }
+
+    fn resolved(&mut self, digest: &str) {
+        let completion = self
+            .observed
+            .job
+            .completed
+            .clone()
+            .unwrap_or_else(|| self.now.clone());
+        let build = self.build_status();
+        build.digest = Some(digest.to_owned());
+        build.completion_time = Some(completion);
+        build.failure_reason = None;
+        build.message = None;
+        self.condition(
+            types::BUILT,
+            true,
+            reasons::BUILD_SUCCEEDED,
+            "the build of the current revision succeeded and its digest is known",
+        );
+    }
+
+    fn build_revision(&self) -> String {
+        self.status
+            .build
+            .as_ref()
+            .map(|b| b.revision.clone())
+            .unwrap_or_default()
+    }
+
+    fn start_promotion(&mut self, digest: &str) {
+        if self
+            .status
+            .current
+            .as_ref()
+            .is_none_or(|c| c.digest != digest)
+        {
+            self.status.current = Some(CurrentStatus {
+                digest: digest.to_owned(),
+                short_digest: short_digest(digest),
+                revision: self.build_revision(),
+                promoted_at: None,
+                tags: Vec::new(),
+            });
+        }
+        self.status.phase = Some(Phase::Promoting);
+        let message = format!("moving tags and targets to {digest}");
+        self.summarize(Summary::Progressing {
+            reason: reasons::PROMOTING,
+            message: &message,
+        });
+    }
+
+    fn promoted(
+        &mut self,
+        digest: &str,
+        tags: &[TagMove],
+        targets: Option<&[TargetOutcome]>,
+        finished: bool,
+    ) {
+        // A finished promotion that only lacked a newly listed tag is caught up in place.
+        let catching_up = self
+            .status
+            .current
+            .as_ref()
+            .is_some_and(|c| c.digest == digest && c.promoted_at.is_some());
+        for moved in tags {
+            self.event(
+                false,
+                reasons::TAG_MOVED,
+                format!(
+                    "Moved tag {} to {} (was {})",
+                    moved.tag,
+                    short_digest(digest),
+                    moved
+                        .previous
+                        .as_deref()
+                        .map_or("unset".to_owned(), short_digest)
+                ),
+            );
+        }
+        let Some(targets) = targets else {
+            return;
+        };
+        if let Some(current) = &mut self.status.current {
+            current.tags = self.observed.spec.image.tags.clone();
+        }
+        self.pinned(digest, targets, catching_up);
+        if !finished {
+            return;
+        }
+        if catching_up {
+            self.settled(digest);
+            return;
+        }
+        let now = self.now.clone();
+        if let Some(current) = &mut self.status.current {
+            current.promoted_at = Some(now.clone());
+        }
+        let entry = HistoryEntry {
+            revision: self.build_revision(),
+            digest: digest.to_owned(),
+            promoted: true,
+            at: now,
+        };
+        record_history(&mut self.status, entry, self.observed.spec.history_limit);
+        self.status.phase = Some(Phase::Promoted);
+        self.ready();
+    }
+
+    /// The digest is current and promoted, every target carries it.
+    fn settled(&mut self, digest: &str) {
+        let revision = self.build_revision();
+        let promoted = self
+            .status
+            .current
+            .as_ref()
+            .is_some_and(|c| c.revision == revision);
+        if !promoted {
+            let entry = HistoryEntry {
+                revision,
+                digest: digest.to_owned(),
+                promoted: false,
+                at: self.now.clone(),
+            };
+            record_history(&mut self.status, entry, self.observed.spec.history_limit);
+        }
+        self.status.phase = Some(if promoted {
+            Phase::Promoted
         } else {
-            remove_condition(conditions, type_);
+            Phase::Unchanged
+        });
+        self.ready();
+    }
+
+    fn ready(&mut self) {
+        let (reason, message) = match (&self.status.phase, &self.status.current, &self.status.build)
+        {
+            (Some(Phase::Unchanged), Some(current), Some(build)) => (
+                reasons::UNCHANGED,
+                format!(
+                    "revision {} built {}, unchanged since revision {}: nothing moved",
+                    build.short_revision,
+                    current.short_digest,
+                    short_revision(&current.revision)
+                ),
+            ),
+            (_, Some(current), _) => (
+                reasons::PROMOTED,
+                format!(
+                    "{} (revision {}) is on every tag and target",
+                    current.short_digest,
+                    short_revision(&current.revision)
+                ),
+            ),
+            _ => (reasons::PROMOTED, "promoted".to_owned()),
+        };
+        self.summarize(Summary::Ready {
+            reason,
+            message: &message,
+        });
+    }
+
+    /// Each target's entry from its outcome. `settled`: the digest was already promoted, so a
+    /// write means the target had drifted.
+    fn pinned(&mut self, digest: &str, targets: &[TargetOutcome], settled: bool) {
+        let mut entries = Vec::with_capacity(targets.len());
+        for target in targets {
+            let previous = self
+                .status
+                .targets
+                .iter()
+                .find(|t| t.target == target.id)
+                .cloned()
+                .unwrap_or_default();
+            let mut entry = TargetStatus {
+                target: target.id.clone(),
+                ..previous
+            };
+            match &target.result {
+                Ok(PinOutcome::AlreadyPinned) => {
+                    // A drift report stays until the next write; an error is cleared.
+                    if !entry.in_sync || entry.digest.as_deref() != Some(digest) {
+                        entry.message = None;
+                    }
+                    entry.digest = Some(digest.to_owned());
+                    entry.in_sync = true;
+                }
+                Ok(PinOutcome::Pinned(pinned)) => {
+                    let was = pinned
+                        .previous_image
+                        .clone()
+                        .unwrap_or_else(|| "no image".to_owned());
+                    if settled {
+                        self.event(
+                            true,
+                            reasons::TARGET_DRIFTED,
+                            format!(
+                                "Target {} ran {was} instead of {}; re-pinned",
+                                target.id, target.image
+                            ),
+                        );
+                    }
+                    self.event(
+                        false,
+                        reasons::TARGET_PINNED,
+                        format!("Pinned {} to {}", target.id, target.image),
+                    );
+                    entry = TargetStatus {
+                        target: target.id.clone(),
+                        digest: Some(digest.to_owned()),
+                        in_sync: true,
+                        updated_at: Some(self.now.clone()),
+                        message: settled.then(|| format!("re-pinned after drift: found {was}")),
+                        job_modify_index: pinned.job_modify_index,
+                        eval_id: pinned.eval_id.clone(),
+                    };
+                }
+                Err(fault) => {
+                    entry.in_sync = false;
+                    entry.message = Some(fault.message.clone());
+                }
+            }
+            entries.push(entry);
+        }
+        self.status.targets = entries;
+    }
+
+    /// A stall is shown on `Stalled` (and announced once); a transient fault on `Ready=False`
+    /// while it is retried.
+    fn fault(&mut self, fault: &Fault) {
+        if !fault.stalled {
+            self.summarize(Summary::Retrying {
+                reason: fault.reason,
+                message: &fault.message,
+            });
+            return;
+        }
+        if self.status.phase != Some(Phase::Failed) {
+            self.status.phase = Some(Phase::Stalled);
+        }
+        self.summarize(Summary::Stalled {
+            reason: fault.reason,
+            message: &fault.message,
+        });
+        // Announce a stall once, not on every retry that finds it unchanged.
+        let known = self.observed.status.conditions.iter().any(|c| {
+            c.type_ == types::STALLED && c.reason == fault.reason && c.message == fault.message
+        });
+        if !known {
+            self.event(true, fault.reason, fault.message.clone());
         }
     }
-    status.observed_generation = generation;
 }
 
 /// Record a finished build in `history`, newest first, bounded by `limit`; a build already at
@@ -110,222 +466,5 @@ pub fn record_history(status: &mut ServiceBuildStatus, entry: HistoryEntry, limi
     status.history.truncate(limit.max(1) as usize);
 }
 
-/// An Event implied by a change of status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Note {
-    pub warning: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// The Events that the change from `old` to `new` implies. Deriving them from status makes them
-/// as idempotent as the status: a reconcile that changes nothing publishes nothing.
-pub fn transition_notes(old: &ServiceBuildStatus, new: &ServiceBuildStatus) -> Vec<Note> {
-    let mut notes = Vec::new();
-    let (Some(build), old_build) = (new.build.as_ref(), old.build.as_ref()) else {
-        return notes;
-    };
-    let same_build = old_build.is_some_and(|b| b.job_name == build.job_name);
-    if !same_build {
-        notes.push(Note {
-            warning: false,
-            reason: reasons::BUILD_STARTED,
-            message: format!(
-                "Started build Job {} for revision {}",
-                build.job_name, build.revision
-            ),
-        });
-    }
-    let phase_changed = !same_build || old.phase != new.phase;
-    let newly_resolved = !same_build || old_build.and_then(|b| b.digest.as_ref()).is_none();
-    if let Some(digest) = build.digest.as_ref().filter(|_| newly_resolved) {
-        notes.push(Note {
-            warning: false,
-            reason: reasons::DIGEST_RESOLVED,
-            message: format!(
-                "Revision {} built {} as {}",
-                build.short_revision,
-                build.image.as_deref().unwrap_or("the image"),
-                digest
-            ),
-        });
-    }
-    if phase_changed {
-        match new.phase {
-            Some(Phase::Failed) => notes.push(Note {
-                warning: true,
-                reason: reasons::BUILD_FAILED,
-                message: format!(
-                    "Build Job {} for revision {} failed: {}",
-                    build.job_name,
-                    build.short_revision,
-                    build.message.as_deref().unwrap_or("no message")
-                ),
-            }),
-            Some(Phase::Promoted) => {
-                if let Some(current) = &new.current {
-                    notes.push(Note {
-                        warning: false,
-                        reason: reasons::PROMOTED,
-                        message: format!(
-                            "Promoted {} (revision {}) to its tags and {} target(s)",
-                            current.digest,
-                            build.short_revision,
-                            new.targets.len()
-                        ),
-                    });
-                }
-            }
-            Some(Phase::Unchanged) => {
-                if let Some(current) = &new.current {
-                    notes.push(Note {
-                        warning: false,
-                        reason: reasons::UNCHANGED,
-                        message: format!(
-                            "Revision {} built {}, the digest already promoted from revision {}: nothing moved",
-                            build.short_revision,
-                            short_digest(&current.digest),
-                            crate::api::short_revision(&current.revision)
-                        ),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    notes
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::{BuildStatus, CurrentStatus};
-
-    fn at(seconds: i64) -> Time {
-        Time(jiff::Timestamp::from_second(seconds).unwrap_or_default())
-    }
-
-    #[test]
-    fn a_repeated_condition_keeps_its_transition_time() {
-        let mut conditions = Vec::new();
-        set_condition(
-            &mut conditions,
-            types::READY,
-            true,
-            "Promoted",
-            "m",
-            Some(1),
-            &at(10),
-        );
-        set_condition(
-            &mut conditions,
-            types::READY,
-            true,
-            "Unchanged",
-            "m2",
-            Some(2),
-            &at(20),
-        );
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, at(10));
-        assert_eq!(conditions[0].reason, "Unchanged");
-        set_condition(
-            &mut conditions,
-            types::READY,
-            false,
-            "Building",
-            "m3",
-            Some(3),
-            &at(30),
-        );
-        assert_eq!(conditions[0].last_transition_time, at(30));
-    }
-
-    #[test]
-    fn summarize_follows_kstatus() {
-        let mut status = ServiceBuildStatus::default();
-        let now = at(1);
-        summarize(
-            &mut status,
-            Summary::Stalled {
-                reason: "SecretNotFound",
-                message: "x",
-            },
-            Some(4),
-            &now,
-        );
-        let types: Vec<_> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["Ready", "Stalled"]);
-        assert_eq!(status.observed_generation, Some(4));
-        summarize(
-            &mut status,
-            Summary::Ready {
-                reason: "Promoted",
-                message: "y",
-            },
-            Some(5),
-            &now,
-        );
-        let types: Vec<_> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, ["Ready"]);
-        assert_eq!(status.conditions[0].status, "True");
-    }
-
-    #[test]
-    fn history_is_bounded_and_not_repeated() {
-        let mut status = ServiceBuildStatus::default();
-        for i in 0..5 {
-            let entry = HistoryEntry {
-                revision: format!("r{i}"),
-                digest: "d".into(),
-                promoted: false,
-                at: at(i),
-            };
-            record_history(&mut status, entry.clone(), 3);
-            record_history(&mut status, entry, 3);
-        }
-        let revisions: Vec<_> = status.history.iter().map(|h| h.revision.as_str()).collect();
-        assert_eq!(revisions, ["r4", "r3", "r2"]);
-    }
-
-    #[test]
-    fn notes_come_from_transitions_only() {
-        let build = BuildStatus {
-            revision: "a".repeat(40),
-            short_revision: "a".repeat(12),
-            job_name: "banana-1".into(),
-            ..BuildStatus::default()
-        };
-        let building = ServiceBuildStatus {
-            phase: Some(Phase::Building),
-            build: Some(build.clone()),
-            ..ServiceBuildStatus::default()
-        };
-        let started = transition_notes(&ServiceBuildStatus::default(), &building);
-        assert_eq!(started.len(), 1);
-        assert_eq!(started[0].reason, reasons::BUILD_STARTED);
-        assert!(transition_notes(&building, &building).is_empty());
-
-        let unchanged = ServiceBuildStatus {
-            phase: Some(Phase::Unchanged),
-            build: Some(BuildStatus {
-                digest: Some("sha256:ff".into()),
-                ..build
-            }),
-            current: Some(CurrentStatus {
-                digest: "sha256:ff".into(),
-                short_digest: "sha256:ff".into(),
-                revision: "b".repeat(40),
-                promoted_at: Some(at(1)),
-                tags: vec![],
-            }),
-            ..ServiceBuildStatus::default()
-        };
-        let reasons: Vec<_> = transition_notes(&building, &unchanged)
-            .into_iter()
-            .map(|n| n.reason)
-            .collect();
-        assert_eq!(reasons, [reasons::DIGEST_RESOLVED, reasons::UNCHANGED]);
-        assert!(transition_notes(&unchanged, &unchanged).is_empty());
-    }
-}
+mod tests;

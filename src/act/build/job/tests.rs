@@ -1,0 +1,179 @@
+//! The build Job's spec.
+use super::*;
+use serde_json::json;
+
+const REV: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn servicebuild(template: serde_json::Value) -> ServiceBuild {
+    let mut sb: ServiceBuild = serde_json::from_value(json!({
+        "apiVersion": "monoship.dev/v1alpha1", "kind": "ServiceBuild",
+        "metadata": {"name": "banana", "namespace": "shop", "uid": "u-1"},
+        "spec": {
+            "source": {"repository": "https://git.example/mono.git", "revision": REV,
+                       "secretRef": {"name": "git-creds"}},
+            "build": {"template": template, "timeoutSeconds": 600, "backoffLimit": 2},
+            "image": {"repository": "registry.example/shop/banana", "pushSecretRef": {"name": "push"}}
+        }
+    }))
+    .unwrap();
+    sb.metadata.uid = Some("u-1".into());
+    sb
+}
+
+fn settings() -> BuildSettings {
+    BuildSettings {
+        checkout_image: "alpine/git:test".into(),
+    }
+}
+
+fn env_of(container: &Container) -> BTreeMap<String, String> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn job_names_are_deterministic_short_and_distinct() {
+    let a = job_name("banana", REV, None);
+    assert_eq!(a, job_name("banana", REV, None));
+    assert!(a.starts_with("banana-") && a.len() == "banana-".len() + HASH_LEN);
+    assert_ne!(a, job_name("banana", &REV.replace('0', "f"), None));
+    assert_ne!(a, job_name("banana", REV, Some("1")));
+    let long = job_name(&"x".repeat(80), REV, None);
+    assert!(long.len() <= 63, "{long}");
+    let dashed = job_name(&format!("{}-y", "x".repeat(51)), REV, None);
+    assert!(!dashed.contains("--"), "{dashed}");
+}
+
+#[test]
+fn the_job_carries_owner_labels_limits_env_and_mounts() {
+    let sb = servicebuild(json!({"spec": {"containers": [
+        {"name": "build", "image": "builder", "env": [{"name": "MONOSHIP_IMAGE", "value": "user-set"}]}
+    ]}}));
+    let job = build_job(&sb, None, &settings()).unwrap();
+    let meta = &job.metadata;
+    assert_eq!(
+        meta.name.as_deref(),
+        Some(job_name("banana", REV, None).as_str())
+    );
+    assert_eq!(meta.labels.as_ref().unwrap()[SERVICEBUILD_LABEL], "banana");
+    assert_eq!(meta.labels.as_ref().unwrap()[REVISION_LABEL], REV);
+    let owner = &meta.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.uid.as_str(), owner.controller), ("u-1", Some(true)));
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.active_deadline_seconds, Some(600));
+    assert_eq!(spec.backoff_limit, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+
+    let build = &pod.containers[0];
+    let env = env_of(build);
+    assert_eq!(
+        env["MONOSHIP_IMAGE"],
+        format!("registry.example/shop/banana:{}", &REV[..12])
+    );
+    assert_eq!(env["MONOSHIP_REVISION"], REV);
+    assert_eq!(env["MONOSHIP_SHORT_REVISION"], &REV[..12]);
+    assert_eq!(env["MONOSHIP_SERVICE"], "banana");
+    assert_eq!(
+        env["MONOSHIP_SOURCE_REPOSITORY"],
+        "https://git.example/mono.git"
+    );
+    assert_eq!(env["DOCKER_CONFIG"], PUSH_SECRET_DIR);
+    assert_eq!(
+        env["REGISTRY_AUTH_FILE"],
+        format!("{PUSH_SECRET_DIR}/config.json")
+    );
+    assert_eq!(
+        build
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name == "MONOSHIP_IMAGE")
+            .count(),
+        1
+    );
+    assert_eq!(build.working_dir.as_deref(), Some(WORKSPACE));
+    let mounts: Vec<_> = build
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, [WORKSPACE, PUSH_SECRET_DIR]);
+
+    let init = &pod.init_containers.unwrap()[0];
+    assert_eq!(init.name, CHECKOUT_CONTAINER);
+    assert_eq!(init.image.as_deref(), Some("alpine/git:test"));
+    let init_mounts: Vec<_> = init
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(init_mounts, [WORKSPACE, GIT_SECRET_DIR]);
+    let volumes = pod.volumes.unwrap();
+    let push = volumes
+        .iter()
+        .find(|v| v.name == PUSH_SECRET_VOLUME)
+        .unwrap();
+    assert_eq!(
+        push.secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("push")
+    );
+}
+
+#[test]
+fn templates_can_opt_out_of_checkout_and_ask_for_a_token() {
+    let sb = servicebuild(json!({
+        "metadata": {"annotations": {CHECKOUT_ANNOTATION: "false"}},
+        "spec": {"automountServiceAccountToken": true, "containers": [{"name": "build"}]}
+    }));
+    let pod = build_job(&sb, None, &settings())
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert!(pod.init_containers.unwrap_or_default().is_empty());
+    assert_eq!(pod.automount_service_account_token, Some(true));
+}
+
+#[test]
+fn a_template_without_containers_is_a_stalled_error() {
+    let sb = servicebuild(json!({"spec": {"containers": []}}));
+    let error = build_job(&sb, None, &settings()).unwrap_err();
+    assert_eq!(error.reason(), reasons::INVALID_SPEC);
+}
+
+#[test]
+fn job_state_follows_the_job_conditions() {
+    let job = |conditions: serde_json::Value| -> Job {
+        serde_json::from_value(json!({"status": {"conditions": conditions}})).unwrap()
+    };
+    assert_eq!(job_state(None), JobState::Missing);
+    assert_eq!(job_state(Some(&job(json!([])))), JobState::Running);
+    assert_eq!(
+        job_state(Some(&job(json!([{"type": "Complete", "status": "True"}])))),
+        JobState::Succeeded
+    );
+    assert_eq!(
+        job_state(Some(&job(
+            json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "too slow"}])
+        ))),
+        JobState::Failed {
+            reason: "DeadlineExceeded".into(),
+            message: "too slow".into()
+        }
+    );
+    assert_eq!(
+        job_state(Some(&job(json!([{"type": "Failed", "status": "False"}])))),
+        JobState::Running
+    );
+}

@@ -1,0 +1,89 @@
+//! The image step: read the digest the build pushed, and move floating tags to a digest without
+//! uploading a blob. Registry credentials come from `image.pushSecretRef`.
+
+use tracing::info;
+
+use super::registry::{RegistryAuth, RetagOutcome};
+use super::{Acted, Actor, secrets, targets};
+use crate::conditions::reasons;
+use crate::pipeline::outcome::{Outcome, TagMove};
+use crate::{Error, Result};
+
+/// The registry credentials of `image.pushSecretRef` (anonymous when unset).
+pub async fn push_auth(actor: &Actor<'_>) -> Result<RegistryAuth> {
+    let Some(secret) = &actor.sb.spec.image.push_secret_ref else {
+        return Ok(RegistryAuth::Anonymous);
+    };
+    let (namespace, name) = (actor.namespace, secret.name.as_str());
+    let secret = secrets::get(actor.client, namespace, name, "image.pushSecretRef").await?;
+    let config = secrets::bytes(&secret, namespace, name, ".dockerconfigjson").map_err(|_| {
+        Error::stalled(
+            reasons::INVALID_SECRET,
+            format!(
+                "Secret {namespace}/{name} named by image.pushSecretRef has no .dockerconfigjson \
+                 key: it must be of type kubernetes.io/dockerconfigjson"
+            ),
+        )
+    })?;
+    RegistryAuth::from_docker_config_json(config, &actor.sb.spec.image.repository)
+}
+
+/// The digest of the image the build pushed to `repository:<revisionTag>`.
+pub async fn resolve_build_digest(actor: &Actor<'_>) -> Result<Outcome> {
+    let spec = &actor.sb.spec;
+    let auth = push_auth(actor).await?;
+    let tag = spec.revision_tag_for(&spec.source.revision);
+    let digest = actor
+        .registry
+        .resolve_digest(&spec.image.repository, &tag, &auth)
+        .await?;
+    info!(%digest, "resolved the build's digest");
+    Ok(Outcome::DigestResolved { digest })
+}
+
+/// Move every floating tag to `digest`, then pin every target to it. A fault stops the tags at
+/// the first that fails (the targets are then not tried); every target is tried.
+pub async fn promote(actor: &Actor<'_>, digest: &str) -> Acted {
+    let mut tags = Vec::new();
+    if let Err(error) = move_tags(actor, digest, &mut tags).await {
+        return Acted {
+            outcome: Outcome::Promoted {
+                tags,
+                targets: None,
+            },
+            error: Some(error),
+        };
+    }
+    let (targets, error) = targets::pin_all(actor, digest).await;
+    Acted {
+        outcome: Outcome::Promoted {
+            tags,
+            targets: Some(targets),
+        },
+        error,
+    }
+}
+
+/// Point each of `image.tags` at `digest` (a tag already there is not written); `moved` gets
+/// every tag that moved, also when a later one fails.
+async fn move_tags(actor: &Actor<'_>, digest: &str, moved: &mut Vec<TagMove>) -> Result<()> {
+    let spec = &actor.sb.spec;
+    if spec.image.tags.is_empty() {
+        return Ok(());
+    }
+    let auth = push_auth(actor).await?;
+    for tag in &spec.image.tags {
+        actor.leadership.ensure()?;
+        let outcome = actor
+            .registry
+            .retag_without_upload(&spec.image.repository, digest, tag, &auth)
+            .await?;
+        if let RetagOutcome::Moved { previous } = outcome {
+            moved.push(TagMove {
+                tag: tag.clone(),
+                previous,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! One reconcile of one ServiceBuild: observe → decide → act → record, step by step, until a
+//! step has to wait. The status is written only when it changed, once at the end, and before
+//! the reconcile goes on where a plan asks for it (a promotion is recorded before anything
+//! moves); the Events each step implies are published after the write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::{Context, STALLED_RETRY};
+use crate::act::build::{find_job, observe_job, wanted_build};
+use crate::act::{Acted, Actor};
+use crate::api::{
+    FIELD_MANAGER, Phase, REBUILD_ANNOTATION, ServiceBuild, ServiceBuildStatus, short_revision,
+};
+use crate::conditions::reasons;
+use crate::metrics::ResultLabels;
+use crate::pipeline::decide::{Plan, decide};
+use crate::pipeline::events::Note;
+use crate::pipeline::observe::{Observed, ObservedJob, WantedBuild, build_is_finished};
+use crate::pipeline::outcome::{Fault, Outcome, PinOutcome, TargetOutcome};
+use crate::pipeline::record::{Recorded, record, record_fault};
+use crate::{Error, Result};
+
+/// At most this many steps run in one reconcile; a step that waits ends it sooner.
+const MAX_STEPS: usize = 4;
+
+/// One reconcile of one ServiceBuild.
+pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!(
+        "reconcile",
+        namespace = sb.namespace().unwrap_or_default(),
+        name = sb.name_any(),
+        revision = short_revision(&sb.spec.source.revision),
+    );
+    let started = std::time::Instant::now();
+    let outcome = reconcile_inner(&sb, &ctx).instrument(span).await;
+    let result = match &outcome {
+        Ok((_, true)) => "stalled",
+        Ok(_) => "ok",
+        Err(_) => "error",
+    };
+    let labels = ResultLabels { result };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    ctx.metrics
+        .reconcile_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    outcome.map(|(action, _)| action)
+}
+
+/// The reconcile proper; the flag says whether it ended Stalled (or Failed).
+async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Action, bool)> {
+    if sb.meta().deletion_timestamp.is_some() {
+        ctx.forget(sb);
+        return Ok((Action::await_change(), false));
+    }
+    let sb = ctx.read_your_writes(sb.clone()).await?;
+    let namespace = sb.namespace().ok_or_else(|| {
+        Error::stalled(reasons::INVALID_SPEC, "a ServiceBuild must be namespaced")
+    })?;
+    let rebuild = sb.annotations().get(REBUILD_ANNOTATION).map(String::as_str);
+    let wanted = wanted_build(&sb, rebuild);
+    let actor = Actor {
+        client: &ctx.client,
+        registry: &ctx.registry,
+        leadership: &ctx.leadership,
+        build: &ctx.settings.build,
+        sb: &sb,
+        namespace: &namespace,
+    };
+    let mut writer = Writer {
+        ctx,
+        sb: &sb,
+        namespace: &namespace,
+        written: sb.status.clone().unwrap_or_default(),
+        events: Vec::new(),
+    };
+    let mut status = writer.written.clone();
+    let now = Time(jiff::Timestamp::now());
+
+    for _ in 0..MAX_STEPS {
+        // Observe: the wanted build's Job, unless the build is finished.
+        let job = if build_is_finished(&status, &wanted) {
+            ObservedJob::missing()
+        } else {
+            match find_job(&ctx.client, &namespace, &wanted.job_name).await {
+                Ok(job) => observe_job(job.as_ref()),
+                Err(error) => {
+                    let missing = ObservedJob::missing();
+                    let fault = Fault::from(&error);
+                    let recorded = record_fault(
+                        &observation(&sb, &namespace, &wanted, &status, &missing),
+                        &fault,
+                        &now,
+                    );
+                    return Err(writer.fail(recorded, error).await);
+                }
+            }
+        };
+        let observed = observation(&sb, &namespace, &wanted, &status, &job);
+        let plan = decide(&observed);
+        debug!(?plan, "decided");
+        let Acted { outcome, error } = actor.act(&plan, &observed).await;
+        count_target_writes(ctx, &outcome);
+        let fault = error.as_ref().map(Fault::from);
+        let recorded = record(&observed, &plan, &outcome, fault.as_ref(), &now);
+        let failed = recorded.status.phase == Some(Phase::Failed);
+        match error {
+            Some(error) if error.is_stalled() => {
+                warn!(reason = error.reason(), message = %error, "stalled");
+                let action = retry_after_stall(error.reason());
+                writer.write(recorded, &mut status).await?;
+                return Ok(writer.done(action, true));
+            }
+            Some(error) => return Err(writer.fail(recorded, error).await),
+            None => {}
+        }
+        let action = match &plan {
+            Plan::Stall { reason, message } => {
+                warn!(reason, %message, "stalled");
+                Some((retry_after_stall(reason), true))
+            }
+            Plan::Suspend | Plan::RecordFailure { .. } => Some((Action::await_change(), failed)),
+            Plan::CreateJob | Plan::AwaitJob | Plan::Promote { .. } | Plan::Settle { .. } => {
+                Some((Action::requeue(ctx.settings.resync), failed))
+            }
+            Plan::ResolveDigest | Plan::StartPromotion { .. } => None,
+        };
+        if plan.writes_before_next() || action.is_some() {
+            if let Err(error) = writer.write(recorded, &mut status).await {
+                // The write that starts a promotion failed: nothing moved; show the fault.
+                let fault = Fault::from(&error);
+                let recorded = record_fault(
+                    &observation(&sb, &namespace, &wanted, &status, &job),
+                    &fault,
+                    &now,
+                );
+                return Err(writer.fail(recorded, error).await);
+            }
+        } else {
+            writer.events.extend(recorded.events);
+            status = recorded.status;
+        }
+        if let Some((action, stalled)) = action {
+            return Ok(writer.done(action, stalled));
+        }
+    }
+    let recorded = Recorded {
+        status: status.clone(),
+        events: Vec::new(),
+    };
+    writer.write(recorded, &mut status).await?;
+    Ok(writer.done(Action::requeue(Duration::from_secs(1)), false))
+}
+
+/// What decide and record look at, for one step.
+fn observation<'a>(
+    sb: &'a ServiceBuild,
+    namespace: &'a str,
+    wanted: &'a WantedBuild,
+    status: &'a ServiceBuildStatus,
+    job: &'a ObservedJob,
+) -> Observed<'a> {
+    Observed {
+        namespace,
+        generation: sb.metadata.generation,
+        spec: &sb.spec,
+        status,
+        wanted,
+        job,
+    }
+}
+
+/// A spec mistake waits for the spec to change; a missing Secret or target is looked at again.
+fn retry_after_stall(reason: &str) -> Action {
+    if reason == reasons::INVALID_SPEC {
+        Action::await_change()
+    } else {
+        Action::requeue(STALLED_RETRY)
+    }
+}
+
+fn count_target_writes(ctx: &Context, outcome: &Outcome) {
+    let targets: &[TargetOutcome] = match outcome {
+        Outcome::Promoted {
+            targets: Some(targets),
+            ..
+        }
+        | Outcome::Settled { targets } => targets,
+        _ => return,
+    };
+    for target in targets {
+        match &target.result {
+            Ok(PinOutcome::Pinned(_)) => ctx.metrics.target_write(target.kind, "pinned"),
+            Ok(_) => {}
+            Err(_) => ctx.metrics.target_write(target.kind, "failed"),
+        }
+    }
+}
+
+/// Writes the status (only when it changed) and publishes Events, for one reconcile.
+struct Writer<'a> {
+    ctx: &'a Context,
+    sb: &'a ServiceBuild,
+    namespace: &'a str,
+    /// What the API server has.
+    written: ServiceBuildStatus,
+    /// Events recorded by steps whose status is not written yet.
+    events: Vec<Note>,
+}
+
+impl Writer<'_> {
+    /// Write `recorded.status` if it differs from what the API server has, then publish every
+    /// Event recorded so far. `status` becomes what was recorded.
+    async fn write(&mut self, recorded: Recorded, status: &mut ServiceBuildStatus) -> Result<()> {
+        self.events.extend(recorded.events);
+        *status = recorded.status;
+        self.ctx.leadership.ensure()?;
+        if *status != self.written {
+            let api: Api<ServiceBuild> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+            let body = json!({
+                "apiVersion": "monoship.dev/v1alpha1",
+                "kind": "ServiceBuild",
+                "status": status,
+            });
+            let updated = api
+                .patch_status(
+                    &self.sb.name_any(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(body),
+                )
+                .await?;
+            self.ctx.remember_write(&updated);
+            self.written = status.clone();
+        }
+        self.publish().await;
+        Ok(())
+    }
+
+    /// Show a transient fault on the status (best effort), and hand the error back for the
+    /// error policy's backoff.
+    async fn fail(&mut self, recorded: Recorded, error: Error) -> Error {
+        let mut status = ServiceBuildStatus::default();
+        if let Err(write_error) = self.write(recorded, &mut status).await {
+            debug!(%write_error, "could not record the fault");
+        }
+        error
+    }
+
+    /// The reconcile finished (it may have stalled): the backoff of transient faults starts over.
+    fn done(&self, action: Action, stalled: bool) -> (Action, bool) {
+        self.ctx.forget_failures(self.sb);
+        (action, stalled)
+    }
+
+    async fn publish(&mut self) {
+        let reference = self.sb.object_ref(&());
+        for note in self.events.drain(..) {
+            self.ctx.metrics.count(note.reason);
+            let event = Event {
+                type_: if note.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: note.reason.to_owned(),
+                note: Some(note.message),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
+                warn!(%error, "could not publish an Event");
+            }
+        }
+    }
+}

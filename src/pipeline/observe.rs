@@ -1,0 +1,84 @@
+//! Observe: what one reconcile looks at, as plain data. The controller gathers it (the
+//! ServiceBuild, its build Job); [`super::decide`] and [`super::record`] read it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{ServiceBuildSpec, ServiceBuildStatus};
+
+/// The state of the build Job for the wanted build.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum JobState {
+    /// No Job with the wanted name exists (or it was not looked for: the build is finished).
+    #[default]
+    Missing,
+    /// The Job exists and has not finished.
+    Running,
+    /// The Job completed successfully.
+    Succeeded,
+    /// The Job failed; `reason` and `message` come from its `Failed` condition.
+    Failed { reason: String, message: String },
+}
+
+/// The build Job of the wanted build, as observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedJob {
+    pub state: JobState,
+    /// `status.startTime` of the Job.
+    pub started: Option<Time>,
+    /// `status.completionTime` of the Job.
+    pub completed: Option<Time>,
+}
+
+impl ObservedJob {
+    /// No Job (not there, or not looked for).
+    pub fn missing() -> Self {
+        Self::default()
+    }
+}
+
+/// The build the spec and the rebuild annotation ask for now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WantedBuild {
+    /// `spec.source.revision`.
+    pub revision: String,
+    /// Value of the `monoship.dev/rebuild` annotation.
+    pub rebuild: Option<String>,
+    /// The deterministic name of its build Job.
+    pub job_name: String,
+    /// Where the build pushes: `repository:<revisionTag>`.
+    pub image: String,
+}
+
+/// Everything [`super::decide::decide`] and [`super::record::record`] look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The ServiceBuild's namespace: the default of Kubernetes targets.
+    pub namespace: &'a str,
+    /// `metadata.generation`, recorded as `observedGeneration`.
+    pub generation: Option<i64>,
+    pub spec: &'a ServiceBuildSpec,
+    /// The status as read, or as the previous step of this reconcile recorded it.
+    pub status: &'a ServiceBuildStatus,
+    pub wanted: &'a WantedBuild,
+    pub job: &'a ObservedJob,
+}
+
+impl Observed<'_> {
+    /// Whether `status.build` describes the wanted build (same revision, same rebuild token).
+    pub fn build_is_current(&self) -> bool {
+        build_is_current(self.status, self.wanted)
+    }
+}
+
+/// Whether `status.build` describes `wanted` (same revision, same rebuild token).
+pub fn build_is_current(status: &ServiceBuildStatus, wanted: &WantedBuild) -> bool {
+    status
+        .build
+        .as_ref()
+        .is_some_and(|b| b.revision == wanted.revision && b.rebuild == wanted.rebuild)
+}
+
+/// Whether the wanted build is finished and its digest known, so its Job no longer matters.
+pub fn build_is_finished(status: &ServiceBuildStatus, wanted: &WantedBuild) -> bool {
+    build_is_current(status, wanted) && status.build.as_ref().is_some_and(|b| b.digest.is_some())
+}
