@@ -340,3 +340,53 @@ fn every_example_servicebuild_is_admitted() {
     }
     assert!(checked >= 3, "only {checked} example ServiceBuilds found");
 }
+
+/// README's install line is `monoship crd | kubectl apply -f -`. Client-side apply stores the
+/// whole object, as JSON, in the `kubectl.kubernetes.io/last-applied-configuration` annotation,
+/// and kube-apiserver refuses annotations over 262,144 bytes in total (`metadata.annotations:
+/// Too long`). The annotation kubectl would write must fit, with room to grow.
+#[test]
+fn the_documented_install_line_fits_the_last_applied_annotation() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    assert!(
+        readme.contains("monoship crd | kubectl apply -f -"),
+        "the README documents the client-side install line"
+    );
+    let yaml = std::process::Command::new(env!("CARGO_BIN_EXE_monoship"))
+        .arg("crd")
+        .output()
+        .expect("monoship crd runs")
+        .stdout;
+    let crd: Value = serde_yaml::from_slice(&yaml).expect("the CRD is YAML");
+    // What kubectl stores: the object as applied, compact JSON, plus a newline.
+    let annotation = serde_json::to_string(&crd).unwrap().len() + 1;
+    assert!(
+        annotation < 262_144 / 4,
+        "the last-applied annotation would be {annotation} bytes"
+    );
+}
+
+/// The build template's schema checks what monoship relies on, and keeps the rest of the pod
+/// template as written (the API server validates the pod when the build Job is created).
+#[test]
+fn the_build_template_keeps_pod_fields_and_requires_named_containers() {
+    let pod = json!({"spec": {
+        "serviceAccountName": "builder",
+        "securityContext": {"runAsNonRoot": true},
+        "containers": [{"name": "build", "image": "b", "resources": {"limits": {"cpu": "2"}}}]
+    }});
+    let object = with(valid(), "/spec/build/template", pod);
+    assert_eq!(schema_errors(&object), Vec::<String>::new());
+    let template = &schema()["properties"]["spec"]["properties"]["build"]["properties"]["template"];
+    assert_eq!(
+        template["properties"]["spec"]["x-kubernetes-preserve-unknown-fields"],
+        true
+    );
+    let unnamed = with(
+        valid(),
+        "/spec/build/template/spec/containers",
+        json!([{"image": "b"}]),
+    );
+    assert!(!schema_errors(&unnamed).is_empty());
+}

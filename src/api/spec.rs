@@ -78,6 +78,7 @@ pub struct Source {
 pub struct Build {
     /// Pod template of the build. Its containers get `MONOSHIP_*` variables, the source in
     /// `/workspace`, and registry credentials.
+    #[schemars(schema_with = "pod_template_schema")]
     #[x_kube(validation = kube::core::Rule::new("has(self.spec) && size(self.spec.containers) > 0")
         .message("build.template.spec.containers must list at least one container"))]
     pub template: PodTemplateSpec,
@@ -238,4 +239,43 @@ pub struct NomadTarget {
     /// Secret key holding the PEM CA bundle for https (key defaults to `ca.crt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyReference>,
+}
+
+/// The schema of `build.template`: a PodTemplateSpec, validated where monoship relies on it
+/// (a `spec` with named containers) and otherwise kept as written. Embedding the whole
+/// PodTemplateSpec schema would make the CRD about 364 KB of JSON, over the 262,144 bytes that
+/// `kubectl apply` may store in its last-applied annotation; the API server validates the pod
+/// itself when the build Job is created, as it does for Tekton Tasks and Argo Workflows.
+fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let container = serde_json::json!({
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 63},
+            "image": {"type": "string", "maxLength": 4096},
+        },
+        "x-kubernetes-preserve-unknown-fields": true,
+    });
+    let schema = serde_json::json!({
+        "description": "A PodTemplateSpec (metadata and spec), as in a Job's template.",
+        "type": "object",
+        "properties": {
+            "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "spec": {
+                "type": "object",
+                "required": ["containers"],
+                "properties": {
+                    "containers": {"type": "array", "maxItems": 64, "items": container},
+                    "initContainers": {"type": "array", "maxItems": 64, "items": container},
+                    "serviceAccountName": {"type": "string", "maxLength": 253},
+                    "automountServiceAccountToken": {"type": "boolean"},
+                },
+                "x-kubernetes-preserve-unknown-fields": true,
+            },
+        },
+    });
+    match schema {
+        serde_json::Value::Object(map) => schemars::Schema::from(map),
+        _ => schemars::Schema::default(),
+    }
 }
