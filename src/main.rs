@@ -10,6 +10,7 @@ use monoship::app::Options;
 use monoship::build::BuildSettings;
 use monoship::controller::Settings;
 use monoship::lease::LeaseSettings;
+use monoship::pipeline::observe::Policy;
 use tokio_util::sync::CancellationToken;
 
 /// monoship: build each service of a monorepo per commit, and promote an image only when its
@@ -78,6 +79,14 @@ struct RunArgs {
     /// How often the leader renews, and a standby tries to acquire.
     #[arg(long, env = "MONOSHIP_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     retry_period: Duration,
+    /// Let ServiceBuilds pin Kubernetes targets in any namespace. Off, a target outside the
+    /// ServiceBuild's namespace is refused unless that namespace's
+    /// `monoship.dev/accept-targets-from` annotation names the ServiceBuild's namespace.
+    #[arg(long, env = "MONOSHIP_ALLOW_CROSS_NAMESPACE_TARGETS")]
+    allow_cross_namespace_targets: bool,
+    /// Refuse build templates that set a serviceAccountName or ask for a ServiceAccount token.
+    #[arg(long, env = "MONOSHIP_NO_BUILD_SERVICE_ACCOUNT")]
+    no_build_service_account: bool,
     /// How often a settled ServiceBuild is checked for drifted targets.
     #[arg(long, env = "MONOSHIP_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
     resync_period: Duration,
@@ -160,6 +169,10 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         },
         instance: args.pod_name,
         resync: args.resync_period,
+        policy: Policy {
+            allow_cross_namespace_targets: args.allow_cross_namespace_targets,
+            forbid_build_service_account: args.no_build_service_account,
+        },
         ..Settings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;

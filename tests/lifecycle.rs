@@ -3,56 +3,14 @@
 
 mod common;
 
+use common::{condition, create, merge, phase, wait_for};
+
 use std::time::Duration;
 
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use monoship_testkit::apiserver::FaultRule;
 use monoship_testkit::scenario::{NAMESPACE, Seed};
 use serde_json::{Value, json};
-
-/// Wait until `done` holds for one ServiceBuild, or panic with its status.
-async fn wait_for(seed: &Seed, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let object = seed.get(name).await;
-        if done(&object) {
-            return object;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {name} {what}: {:#}",
-                object["status"]
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn phase(object: &Value) -> &str {
-    object["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-}
-
-async fn create(seed: &Seed, object: Value) {
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    seed.servicebuilds()
-        .create(&PostParams::default(), &object)
-        .await
-        .unwrap();
-}
-
-async fn merge(seed: &Seed, name: &str, patch: Value) {
-    seed.servicebuilds()
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
-}
 
 fn job_creates(seed: &Seed) -> usize {
     seed.api

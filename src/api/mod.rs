@@ -16,6 +16,9 @@ pub const FIELD_MANAGER: &str = "monoship";
 pub const REBUILD_ANNOTATION: &str = "monoship.dev/rebuild";
 /// Annotation on `build.template` that turns off the source checkout init container.
 pub const CHECKOUT_ANNOTATION: &str = "monoship.dev/checkout";
+/// Annotation on a namespace: the namespaces (comma-separated, or `*`) whose ServiceBuilds may
+/// pin Kubernetes targets in it. Set by a cluster admin.
+pub const ACCEPT_TARGETS_ANNOTATION: &str = "monoship.dev/accept-targets-from";
 /// Label on build Jobs: the owning ServiceBuild's name.
 pub const SERVICEBUILD_LABEL: &str = "monoship.dev/servicebuild";
 /// Label on build Jobs: the full revision they build.

@@ -2,6 +2,7 @@
 //! build Jobs, run only while this replica leads, stopped promptly on shutdown. One reconcile
 //! (observe → decide → act → record) is in [`reconcile`].
 
+mod observe;
 mod reconcile;
 
 pub use reconcile::reconcile;
@@ -26,6 +27,7 @@ use crate::act::registry::RegistryClient;
 use crate::api::{SERVICEBUILD_LABEL, ServiceBuild};
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
+use crate::pipeline::observe::Policy;
 use crate::telemetry::Health;
 use crate::{Error, Result};
 
@@ -51,6 +53,8 @@ pub struct Settings {
     pub instance: Option<String>,
     /// Requeue interval of settled ServiceBuilds.
     pub resync: Duration,
+    /// What ServiceBuilds may reach beyond their own namespace.
+    pub policy: Policy,
 }
 
 impl Default for Settings {
@@ -64,6 +68,7 @@ impl Default for Settings {
             reporter: "monoship".to_owned(),
             instance: None,
             resync: DEFAULT_RESYNC,
+            policy: Policy::default(),
         }
     }
 }

@@ -14,6 +14,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info_span, warn};
 
+use super::observe::accepting_namespaces;
 use super::{Context, STALLED_RETRY};
 use crate::act::build::{find_job, observe_job, wanted_build};
 use crate::act::{Acted, Actor};
@@ -24,7 +25,7 @@ use crate::conditions::reasons;
 use crate::metrics::ResultLabels;
 use crate::pipeline::decide::{Plan, decide};
 use crate::pipeline::events::Note;
-use crate::pipeline::observe::{Observed, ObservedJob, WantedBuild, build_is_finished};
+use crate::pipeline::observe::{Observed, ObservedJob, Policy, WantedBuild, build_is_finished};
 use crate::pipeline::outcome::{Fault, Outcome, PinOutcome, TargetOutcome};
 use crate::pipeline::record::{Recorded, record, record_fault};
 use crate::{Error, Result};
@@ -83,6 +84,21 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         written: sb.status.clone().unwrap_or_default(),
         events: Vec::new(),
     };
+    let accepting = accepting_namespaces(
+        &ctx.client,
+        &sb.spec,
+        &namespace,
+        &ctx.settings.policy,
+        ctx.settings.namespace.is_some(),
+    )
+    .await;
+    let facts = Facts {
+        sb: &sb,
+        namespace: &namespace,
+        wanted: &wanted,
+        policy: &ctx.settings.policy,
+        accepting_namespaces: &accepting,
+    };
     let mut status = writer.written.clone();
     let now = Time(jiff::Timestamp::now());
 
@@ -96,16 +112,12 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
                 Err(error) => {
                     let missing = ObservedJob::missing();
                     let fault = Fault::from(&error);
-                    let recorded = record_fault(
-                        &observation(&sb, &namespace, &wanted, &status, &missing),
-                        &fault,
-                        &now,
-                    );
+                    let recorded = record_fault(&facts.observed(&status, &missing), &fault, &now);
                     return Err(writer.fail(recorded, error).await);
                 }
             }
         };
-        let observed = observation(&sb, &namespace, &wanted, &status, &job);
+        let observed = facts.observed(&status, &job);
         let plan = decide(&observed);
         debug!(?plan, "decided");
         let Acted { outcome, error } = actor.act(&plan, &observed).await;
@@ -138,11 +150,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
             if let Err(error) = writer.write(recorded, &mut status).await {
                 // The write that starts a promotion failed: nothing moved; show the fault.
                 let fault = Fault::from(&error);
-                let recorded = record_fault(
-                    &observation(&sb, &namespace, &wanted, &status, &job),
-                    &fault,
-                    &now,
-                );
+                let recorded = record_fault(&facts.observed(&status, &job), &fault, &now);
                 return Err(writer.fail(recorded, error).await);
             }
         } else {
@@ -161,21 +169,28 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     Ok(writer.done(Action::requeue(Duration::from_secs(1)), false))
 }
 
-/// What decide and record look at, for one step.
-fn observation<'a>(
+/// What stays the same across the steps of one reconcile.
+struct Facts<'a> {
     sb: &'a ServiceBuild,
     namespace: &'a str,
     wanted: &'a WantedBuild,
-    status: &'a ServiceBuildStatus,
-    job: &'a ObservedJob,
-) -> Observed<'a> {
-    Observed {
-        namespace,
-        generation: sb.metadata.generation,
-        spec: &sb.spec,
-        status,
-        wanted,
-        job,
+    policy: &'a Policy,
+    accepting_namespaces: &'a [String],
+}
+
+impl<'a> Facts<'a> {
+    /// What decide and record look at, for one step.
+    fn observed(&self, status: &'a ServiceBuildStatus, job: &'a ObservedJob) -> Observed<'a> {
+        Observed {
+            namespace: self.namespace,
+            generation: self.sb.metadata.generation,
+            spec: &self.sb.spec,
+            status,
+            wanted: self.wanted,
+            job,
+            policy: self.policy,
+            accepting_namespaces: self.accepting_namespaces,
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! the same next step again, and every step first checks whether it is already done.
 
 use super::observe::{JobState, Observed};
-use super::validate::validate;
+use super::validate::{check_policy, validate};
 
 /// The next step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +53,15 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         job,
         ..
     } = *observed;
-    if let Err(error) = validate(spec, namespace) {
+    let checked = validate(spec, namespace).and_then(|()| {
+        check_policy(
+            spec,
+            namespace,
+            observed.policy,
+            observed.accepting_namespaces,
+        )
+    });
+    if let Err(error) = checked {
         return Plan::Stall {
             reason: error.reason(),
             message: error.to_string(),

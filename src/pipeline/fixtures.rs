@@ -3,7 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::set_condition;
-use super::observe::{JobState, Observed, ObservedJob, WantedBuild};
+use super::observe::{JobState, Observed, ObservedJob, Policy, WantedBuild};
 use super::outcome::{Fault, PinOutcome, Pinned, TagMove, TargetOutcome};
 use crate::api::{BuildStatus, CurrentStatus, Phase, ServiceBuildSpec, ServiceBuildStatus};
 use crate::conditions::types;
@@ -14,6 +14,11 @@ pub const D1: &str = "sha256:aaaa";
 pub const D2: &str = "sha256:bbbb";
 pub const JOB: &str = "banana-job";
 pub const TARGET: &str = "Deployment/shop/banana:app";
+
+const POLICY: Policy = Policy {
+    allow_cross_namespace_targets: false,
+    forbid_build_service_account: false,
+};
 
 pub fn at(seconds: i64) -> Time {
     Time(jiff::Timestamp::from_second(seconds).unwrap_or_default())
@@ -126,6 +131,8 @@ impl Fixture {
             status: &self.status,
             wanted: &self.wanted,
             job,
+            policy: &POLICY,
+            accepting_namespaces: &[],
         }
     }
 }

@@ -49,6 +49,16 @@ pub struct WantedBuild {
     pub image: String,
 }
 
+/// What a cluster admin allows ServiceBuilds beyond their own namespace (controller flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// `--allow-cross-namespace-targets`: Kubernetes targets in any namespace.
+    pub allow_cross_namespace_targets: bool,
+    /// `--no-build-service-account`: refuse build templates that ask for a ServiceAccount or
+    /// its token.
+    pub forbid_build_service_account: bool,
+}
+
 /// Everything [`super::decide::decide`] and [`super::record::record`] look at.
 #[derive(Debug, Clone, Copy)]
 pub struct Observed<'a> {
@@ -61,6 +71,10 @@ pub struct Observed<'a> {
     pub status: &'a ServiceBuildStatus,
     pub wanted: &'a WantedBuild,
     pub job: &'a ObservedJob,
+    pub policy: &'a Policy,
+    /// Other namespaces that accept Kubernetes targets from this ServiceBuild's namespace
+    /// (their `monoship.dev/accept-targets-from` annotation names it).
+    pub accepting_namespaces: &'a [String],
 }
 
 impl Observed<'_> {

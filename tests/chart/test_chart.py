@@ -41,6 +41,8 @@ RULES = [
     (["events.k8s.io"], ["events"], ["create", "patch"]),
     ([""], ["events"], ["create", "patch"]),
 ]
+# Cluster-wide only: the accept-targets-from annotation of a target's namespace.
+NAMESPACE_RULES = [([""], ["namespaces"], ["get"])]
 LEASE_RULES = [(["coordination.k8s.io"], ["leases"], ["get", "create", "update"])]
 
 TESTS = []
@@ -163,7 +165,7 @@ def helm_installs_the_crd_first():
 def default_rbac_is_cluster_wide_with_exact_rules():
     objs = rendered()
     role = one(objs, "ClusterRole")
-    assert rule_tuples(role) == RULES, rule_tuples(role)
+    assert rule_tuples(role) == RULES + NAMESPACE_RULES, rule_tuples(role)
     no_wildcards(role)
     binding = one(objs, "ClusterRoleBinding")
     assert binding["roleRef"] == {
@@ -207,6 +209,19 @@ def watch_namespace_switches_to_role():
     assert "--namespace=team-a" in c["args"]
     _, c = container(rendered())
     assert not any(a.startswith("--namespace") for a in c["args"])
+
+
+@test
+def tenant_policy_values_become_flags():
+    _, c = container(rendered())
+    assert "--allow-cross-namespace-targets" not in c["args"]
+    assert "--no-build-service-account" not in c["args"]
+    objs = rendered({"allowCrossNamespaceTargets": True, "forbidBuildServiceAccount": True})
+    _, c = container(objs)
+    assert "--allow-cross-namespace-targets" in c["args"]
+    assert "--no-build-service-account" in c["args"]
+    # Every namespace allowed: the annotation is never read.
+    assert rule_tuples(one(objs, "ClusterRole")) == RULES
 
 
 @test

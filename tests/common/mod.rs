@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use monoship::app::{self, Options};
 use monoship::controller::Settings;
 use monoship::metrics::Metrics;
 use monoship_testkit::scenario::Seed;
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -108,4 +110,48 @@ pub fn counter(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Wait until `done` holds for one ServiceBuild, or panic with its status.
+pub async fn wait_for(seed: &Seed, name: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let object = seed.get(name).await;
+        if done(&object) {
+            return object;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {name} {what}: {:#}",
+                object["status"]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn phase(object: &Value) -> &str {
+    object["status"]["phase"].as_str().unwrap_or_default()
+}
+
+pub fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+pub async fn create(seed: &Seed, object: Value) {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    seed.servicebuilds()
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+}
+
+pub async fn merge(seed: &Seed, name: &str, patch: Value) {
+    seed.servicebuilds()
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
 }
