@@ -28,6 +28,8 @@ pub mod reasons {
 
     // A person must act.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const KUBERNETES_API_FORBIDDEN: &str = "KubernetesAPIForbidden";
+    pub const KUBERNETES_API_INVALID: &str = "KubernetesAPIInvalid";
     pub const CROSS_NAMESPACE_TARGET_REFUSED: &str = "CrossNamespaceTargetRefused";
     pub const BUILD_SERVICE_ACCOUNT_REFUSED: &str = "BuildServiceAccountRefused";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";

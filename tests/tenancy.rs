@@ -177,3 +177,39 @@ async fn a_build_service_account_can_be_forbidden_by_the_admin() {
     assert!(seed.jobs().await.is_empty());
     controller.stop().await;
 }
+
+/// A 403 from the API server (monoship's ServiceAccount lacks a permission) is Stalled with the
+/// server's own words, which name the verb and the resource; it is not retried in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_forbidden_write_stalls_and_is_not_retried_in_a_loop() {
+    use monoship_testkit::apiserver::FaultRule;
+    let seed = Seed::start().await;
+    seed.api.inject_fault(
+        FaultRule::new("patch", "deployments")
+            .name("banana")
+            .status(403)
+            .times(100_000),
+    );
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    seed.set_service_revision("banana", &seed.repo.head()).await;
+    let stalled = wait_for(&seed, "banana", "Stalled", |o| phase(o) == "Stalled").await;
+    let stall = condition(&stalled, "Stalled").unwrap();
+    assert_eq!(stall["reason"], "KubernetesAPIForbidden");
+    let message = stall["message"].as_str().unwrap();
+    assert!(
+        message.contains("injected fault (403)") && !message.contains("Status {"),
+        "{message}"
+    );
+    // The stall's own status write wakes one more reconcile, which meets the same 403 and
+    // writes nothing; then nothing happens until the stall retry period.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let patches = seed.api.requests("patch", "deployments");
+    assert!(patches <= 2, "{patches} attempts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        seed.api.requests("patch", "deployments"),
+        patches,
+        "a stall waits for a change or the stall retry period, not a backoff loop"
+    );
+    controller.stop().await;
+}

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSpec, SecretVolumeSource, Volume,
-    VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, PodSpec, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -224,7 +224,8 @@ pub fn build_job(
                 name: GIT_SECRET_VOLUME.to_owned(),
                 secret: Some(SecretVolumeSource {
                     secret_name: Some(secret.name.clone()),
-                    default_mode: Some(0o400),
+                    // Readable by the checkout container's non-root user; only it mounts them.
+                    default_mode: Some(0o444),
                     ..SecretVolumeSource::default()
                 }),
                 ..Volume::default()
@@ -238,6 +239,7 @@ pub fn build_job(
         }
         let mut checkout_env = env.clone();
         checkout_env.push(env_var("MONOSHIP_GIT_CREDENTIALS", GIT_SECRET_DIR));
+        checkout_env.push(env_var("HOME", "/tmp"));
         let container = Container {
             name: CHECKOUT_CONTAINER.to_owned(),
             image: Some(settings.checkout_image.clone()),
@@ -249,6 +251,7 @@ pub fn build_job(
             env: Some(checkout_env),
             volume_mounts: Some(checkout_mounts),
             working_dir: Some(WORKSPACE.to_owned()),
+            security_context: Some(restricted_security_context()),
             ..Container::default()
         };
         pod.init_containers
@@ -278,6 +281,8 @@ pub fn build_job(
 /// Fetches exactly one commit, shallow, into `$MONOSHIP_WORKSPACE`, with the credentials of
 /// `source.secretRef` when mounted: `username`/`password` (basic-auth) or `ssh-privatekey`.
 const CHECKOUT_SCRIPT: &str = r#"set -eu
+# Files the build container can write, whatever user it runs as.
+umask 0000
 cd "${MONOSHIP_WORKSPACE:-/workspace}"
 creds="${MONOSHIP_GIT_CREDENTIALS:-/monoship/git}"
 if [ -f "$creds/ssh-privatekey" ]; then
@@ -294,6 +299,28 @@ git -c advice.detachedHead=false checkout -q FETCH_HEAD
 test "$(git rev-parse HEAD)" = "$MONOSHIP_REVISION"
 echo "checked out $MONOSHIP_REVISION"
 "#;
+
+/// The user the checkout container runs as (not root: the `restricted` Pod Security Standard).
+pub const CHECKOUT_USER: i64 = 65532;
+
+/// What the `restricted` Pod Security Standard asks of every container: no privilege
+/// escalation, every capability dropped, a non-root user, the runtime's default seccomp profile.
+fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        run_as_non_root: Some(true),
+        run_as_user: Some(CHECKOUT_USER),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
 
 /// The `MONOSHIP_*` variables every build container gets.
 pub fn build_env(sb: &ServiceBuild) -> Vec<EnvVar> {

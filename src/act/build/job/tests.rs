@@ -177,3 +177,121 @@ fn job_state_follows_the_job_conditions() {
         JobState::Running
     );
 }
+
+/// The checks of the `restricted` Pod Security Standard (Kubernetes 1.36) that a pod spec can
+/// fail, one message each.
+fn restricted_violations(pod: &PodSpec) -> Vec<String> {
+    let mut found = Vec::new();
+    for (flag, name) in [
+        (pod.host_network, "hostNetwork"),
+        (pod.host_pid, "hostPID"),
+        (pod.host_ipc, "hostIPC"),
+    ] {
+        if flag == Some(true) {
+            found.push(format!("{name} is true"));
+        }
+    }
+    for volume in pod.volumes.iter().flatten() {
+        let allowed = volume.config_map.is_some()
+            || volume.csi.is_some()
+            || volume.downward_api.is_some()
+            || volume.empty_dir.is_some()
+            || volume.ephemeral.is_some()
+            || volume.persistent_volume_claim.is_some()
+            || volume.projected.is_some()
+            || volume.secret.is_some();
+        if !allowed {
+            found.push(format!("volume {} has a restricted type", volume.name));
+        }
+    }
+    let pod_context = pod.security_context.clone().unwrap_or_default();
+    let containers = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten());
+    for container in containers {
+        let name = &container.name;
+        let context = container.security_context.clone().unwrap_or_default();
+        if context.privileged == Some(true) {
+            found.push(format!("{name}: privileged"));
+        }
+        if context.allow_privilege_escalation != Some(false) {
+            found.push(format!("{name}: allowPrivilegeEscalation != false"));
+        }
+        let capabilities = context.capabilities.clone().unwrap_or_default();
+        if !capabilities.drop.iter().flatten().any(|c| c == "ALL") {
+            found.push(format!("{name}: capabilities.drop lacks ALL"));
+        }
+        if capabilities
+            .add
+            .iter()
+            .flatten()
+            .any(|c| c != "NET_BIND_SERVICE")
+        {
+            found.push(format!("{name}: adds capabilities"));
+        }
+        let non_root = context.run_as_non_root.or(pod_context.run_as_non_root);
+        if non_root != Some(true) {
+            found.push(format!("{name}: runAsNonRoot != true"));
+        }
+        if context.run_as_user.or(pod_context.run_as_user) == Some(0) {
+            found.push(format!("{name}: runAsUser = 0"));
+        }
+        let seccomp = context
+            .seccomp_profile
+            .clone()
+            .or(pod_context.seccomp_profile.clone())
+            .map(|p| p.type_);
+        if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+            found.push(format!("{name}: seccompProfile.type is {seccomp:?}"));
+        }
+        for port in container.ports.iter().flatten() {
+            if port.host_port.is_some_and(|p| p != 0) {
+                found.push(format!("{name}: hostPort"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_compliant_template_yields_a_restricted_pod() {
+    let sb = servicebuild(json!({"spec": {
+        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "build", "image": "builder", "securityContext": {
+            "runAsUser": 1000, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
+        }}]
+    }}));
+    let pod = build_job(&sb, None, &settings())
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert_eq!(restricted_violations(&pod), Vec::<String>::new());
+    // The checkout container is compliant on its own, whatever the pod says.
+    let checkout = &pod.init_containers.as_ref().unwrap()[0];
+    let alone = PodSpec {
+        containers: vec![checkout.clone()],
+        ..PodSpec::default()
+    };
+    assert_eq!(restricted_violations(&alone), Vec::<String>::new());
+    let context = checkout.security_context.as_ref().unwrap();
+    assert_eq!(context.run_as_user, Some(CHECKOUT_USER));
+
+    // The checker is not vacuous: a template that is not compliant is caught.
+    let loose = servicebuild(json!({"spec": {"containers": [{"name": "build"}]}}));
+    let pod = build_job(&loose, None, &settings())
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let violations = restricted_violations(&pod);
+    assert!(
+        violations.iter().all(|v| v.starts_with("build:")) && violations.len() == 4,
+        "{violations:?}"
+    );
+}
