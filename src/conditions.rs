@@ -28,6 +28,7 @@ pub mod reasons {
 
     // A person must act.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const BUILD_POD_REJECTED: &str = "BuildPodRejected";
     pub const KUBERNETES_API_FORBIDDEN: &str = "KubernetesAPIForbidden";
     pub const KUBERNETES_API_INVALID: &str = "KubernetesAPIInvalid";
     pub const CROSS_NAMESPACE_TARGET_REFUSED: &str = "CrossNamespaceTargetRefused";
@@ -44,6 +45,7 @@ pub mod reasons {
     pub const NOMAD_NO_IMAGE: &str = "NomadTaskHasNoImage";
 
     // Transient.
+    pub const BUILD_POD_PENDING: &str = "BuildPodPending";
     pub const KUBERNETES_API_ERROR: &str = "KubernetesAPIError";
     pub const REGISTRY_ERROR: &str = "RegistryError";
     pub const NOMAD_ERROR: &str = "NomadError";

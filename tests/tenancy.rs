@@ -213,3 +213,45 @@ async fn a_forbidden_write_stalls_and_is_not_retried_in_a_loop() {
     );
     controller.stop().await;
 }
+
+/// When the API server refuses the build's pod, the Job controller records only a
+/// `FailedCreate` Event on the Job and the Job never gets a pod. monoship shows the API
+/// server's sentence on the ServiceBuild within a minute, as a stall (the cause is in the
+/// spec), and announces it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_pod_the_api_server_refuses_is_shown_within_a_minute() {
+    use monoship_testkit::jobrunner::HookDecision;
+    use std::sync::Arc;
+    const REFUSAL: &str = r#"pods "banana-x7k2p" is forbidden: violates PodSecurity "restricted:latest": allowPrivilegeEscalation != false (container "build" must set securityContext.allowPrivilegeEscalation=false), unrestricted capabilities (container "build" must set securityContext.capabilities.drop=["ALL"])"#;
+    let hook = Arc::new(|_: &k8s_openapi::api::batch::v1::Job| {
+        HookDecision::CannotCreatePod(REFUSAL.to_owned())
+    });
+    let seed = Seed::start_with_hook(Some(hook)).await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let started = std::time::Instant::now();
+    seed.set_service_revision("banana", &seed.repo.head()).await;
+    let stalled = wait_for(&seed, "banana", "Stalled on the refused pod", |o| {
+        phase(o) == "Stalled"
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    let stall = condition(&stalled, "Stalled").unwrap();
+    assert_eq!(stall["reason"], "BuildPodRejected");
+    let message = stall["message"].as_str().unwrap();
+    assert!(message.contains(REFUSAL), "{message}");
+    assert_eq!(condition(&stalled, "Ready").unwrap()["status"], "False");
+    let events = seed
+        .api
+        .list_objects("events.k8s.io", "events", Some("shop"));
+    let announced = events
+        .iter()
+        .filter(|e| e["reason"] == "BuildPodRejected")
+        .count();
+    assert_eq!(announced, 1, "announced once");
+    assert_eq!(seed.jobs().await.len(), 1, "no second Job");
+    controller.stop().await;
+}

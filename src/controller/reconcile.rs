@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::observe::accepting_namespaces;
 use super::{Context, STALLED_RETRY};
-use crate::act::build::{find_job, observe_job, wanted_build};
+use crate::act::build::{diagnose, find_job, observe_job, wanted_build};
 use crate::act::{Acted, Actor};
 use crate::api::{
     FIELD_MANAGER, Phase, REBUILD_ANNOTATION, ServiceBuild, ServiceBuildStatus, short_revision,
@@ -25,13 +25,18 @@ use crate::conditions::reasons;
 use crate::metrics::ResultLabels;
 use crate::pipeline::decide::{Plan, decide};
 use crate::pipeline::events::Note;
-use crate::pipeline::observe::{Observed, ObservedJob, Policy, WantedBuild, build_is_finished};
+use crate::pipeline::observe::{
+    JobState, Observed, ObservedJob, Policy, WantedBuild, build_is_finished,
+};
 use crate::pipeline::outcome::{Fault, Outcome, PinOutcome, TargetOutcome};
 use crate::pipeline::record::{Recorded, record, record_fault};
 use crate::{Error, Result};
+use k8s_openapi::api::batch::v1::Job;
 
 /// At most this many steps run in one reconcile; a step that waits ends it sooner.
 const MAX_STEPS: usize = 4;
+/// How soon a build Job without a running pod is looked at again.
+const POD_CHECK: Duration = Duration::from_secs(20);
 
 /// One reconcile of one ServiceBuild.
 pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Action> {
@@ -108,7 +113,13 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
             ObservedJob::missing()
         } else {
             match find_job(&ctx.client, &namespace, &wanted.job_name).await {
-                Ok(job) => observe_job(job.as_ref()),
+                Ok(job) => {
+                    let mut observed = observe_job(job.as_ref());
+                    if let Some(job) = job.as_ref().filter(|_| observed.waiting_for_pod) {
+                        observed.stuck = why_stuck(ctx, &namespace, job, &now).await;
+                    }
+                    observed
+                }
                 Err(error) => {
                     let missing = ObservedJob::missing();
                     let fault = Fault::from(&error);
@@ -141,6 +152,13 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
                 Some((retry_after_stall(reason), true))
             }
             Plan::Suspend | Plan::RecordFailure { .. } => Some((Action::await_change(), failed)),
+            // A Job without a running pod is looked at again soon: the reason it has none is
+            // in Events and pods, whose changes do not wake this controller.
+            Plan::CreateJob | Plan::AwaitJob
+                if job.waiting_for_pod || job.state == JobState::Missing =>
+            {
+                Some((Action::requeue(POD_CHECK), failed))
+            }
             Plan::CreateJob | Plan::AwaitJob | Plan::Promote { .. } | Plan::Settle { .. } => {
                 Some((Action::requeue(ctx.settings.resync), failed))
             }
@@ -190,6 +208,23 @@ impl<'a> Facts<'a> {
             job,
             policy: self.policy,
             accepting_namespaces: self.accepting_namespaces,
+        }
+    }
+}
+
+/// Why a Job has had no ready pod for longer than [`diagnose::GRACE_SECONDS`], if Events or pods
+/// say. A failure to read them only loses the explanation.
+async fn why_stuck(ctx: &Context, namespace: &str, job: &Job, now: &Time) -> Option<Fault> {
+    let created = job.metadata.creation_timestamp.as_ref()?;
+    let age = now.0.as_second() - created.0.as_second();
+    if age < diagnose::GRACE_SECONDS {
+        return None;
+    }
+    match diagnose::why_no_pod(&ctx.client, namespace, job).await {
+        Ok(stuck) => stuck,
+        Err(error) => {
+            debug!(%error, "could not read why the build Job has no pod");
+            None
         }
     }
 }

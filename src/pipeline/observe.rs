@@ -3,6 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::outcome::Fault;
 use crate::api::{ServiceBuildSpec, ServiceBuildStatus};
 
 /// The state of the build Job for the wanted build.
@@ -27,6 +28,10 @@ pub struct ObservedJob {
     pub started: Option<Time>,
     /// `status.completionTime` of the Job.
     pub completed: Option<Time>,
+    /// The Job runs but has no ready pod yet.
+    pub waiting_for_pod: bool,
+    /// Why it has none, when its Events or pods say (a refused pod, an image pull).
+    pub stuck: Option<Fault>,
 }
 
 impl ObservedJob {

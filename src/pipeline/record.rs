@@ -61,7 +61,12 @@ pub fn record(
             }
             step.building();
         }
-        (Plan::AwaitJob, _) => step.building(),
+        (Plan::AwaitJob, _) => {
+            step.building();
+            if let Some(stuck) = &observed.job.stuck {
+                step.stuck(stuck);
+            }
+        }
         (Plan::RecordFailure { reason, message }, _) => step.failed(reason, message),
         (Plan::ResolveDigest, Outcome::DigestResolved { digest }) => step.resolved(digest),
         (Plan::StartPromotion { digest }, _) => step.start_promotion(digest),
@@ -79,6 +84,14 @@ pub fn record(
     }
     if let Some(fault) = fault {
         step.fault(fault);
+    }
+    // A condition whose status is as read keeps its transition time, even when this step
+    // replaced it on the way (building, then stalled).
+    for condition in &mut step.status.conditions {
+        let read = observed.status.conditions.iter().find(|c| c.type_ == condition.type_);
+        if let Some(read) = read.filter(|c| c.status == condition.status) {
+            condition.last_transition_time = read.last_transition_time.clone();
+        }
     }
     let mut events = transition_notes(observed.status, &step.status);
     events.append(&mut step.events);
@@ -424,6 +437,25 @@ impl Step<'_> {
             entries.push(entry);
         }
         self.status.targets = entries;
+    }
+
+    /// The build's pod cannot run: a cause in the spec stalls; anything else (a quota, an image
+    /// pull) is shown on `Ready` and `Reconciling`, and announced once, while Kubernetes retries.
+    fn stuck(&mut self, stuck: &Fault) {
+        if stuck.stalled {
+            self.fault(stuck);
+            return;
+        }
+        let known = self.observed.status.conditions.iter().any(|c| {
+            c.type_ == types::READY && c.reason == stuck.reason && c.message == stuck.message
+        });
+        self.summarize(Summary::Progressing {
+            reason: stuck.reason,
+            message: &stuck.message,
+        });
+        if !known {
+            self.event(true, stuck.reason, stuck.message.clone());
+        }
     }
 
     /// A stall is shown on `Stalled` (and announced once); a transient fault on `Ready=False`

@@ -34,12 +34,12 @@ RULES = [
     (["monoship.dev"], ["servicebuilds"], ["get", "list", "watch"]),
     (["monoship.dev"], ["servicebuilds/status"], ["get", "patch", "update"]),
     (["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
-    ([""], ["pods"], ["get", "list", "watch"]),
+    ([""], ["pods"], ["list"]),
     ([""], ["secrets"], ["get"]),
     (["apps"], ["deployments", "statefulsets", "daemonsets"], ["get", "patch"]),
     (["batch"], ["cronjobs"], ["get", "patch"]),
     (["events.k8s.io"], ["events"], ["create", "patch"]),
-    ([""], ["events"], ["create", "patch"]),
+    ([""], ["events"], ["list"]),
 ]
 # Cluster-wide only: the accept-targets-from annotation of a target's namespace.
 NAMESPACE_RULES = [([""], ["namespaces"], ["get"])]

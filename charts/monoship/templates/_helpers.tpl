@@ -80,9 +80,10 @@ The controller's permissions, and nothing more. Shared by the ClusterRole
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Build pods that cannot start (an image pull): read while a build Job has no ready pod.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
@@ -92,10 +93,12 @@ The controller's permissions, and nothing more. Shared by the ClusterRole
 - apiGroups: ["batch"]
   resources: ["cronjobs"]
   verbs: ["get", "patch"]
+# monoship's own Events on ServiceBuilds.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# The Job controller's FailedCreate Events: why a build Job has no pod.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["list"]
 {{- end }}

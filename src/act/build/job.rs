@@ -85,10 +85,14 @@ pub fn wanted_build(sb: &ServiceBuild, rebuild: Option<&str>) -> WantedBuild {
 /// A Job as the pipeline observes it: its state and its start and completion times.
 pub fn observe_job(job: Option<&Job>) -> ObservedJob {
     let status = job.and_then(|j| j.status.as_ref());
+    let state = job_state(job);
     ObservedJob {
-        state: job_state(job),
+        waiting_for_pod: state == JobState::Running
+            && job.is_some_and(super::diagnose::has_no_ready_pod),
+        state,
         started: status.and_then(|s| s.start_time.clone()),
         completed: status.and_then(|s| s.completion_time.clone()),
+        stuck: None,
     }
 }
 

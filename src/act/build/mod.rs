@@ -1,6 +1,7 @@
 //! The build step: find the wanted build's Job, or create it after checking what it references,
 //! deleting the Jobs it supersedes. The Job's spec is built by the pure functions in [`job`].
 
+pub mod diagnose;
 mod job;
 
 pub use job::*;

@@ -383,6 +383,74 @@ fn record_table() {
     }
 }
 
+/// A running Job whose pod cannot run: a cause in the spec stalls, anything else is shown while
+/// Kubernetes retries; either is announced once.
+#[test]
+fn a_build_job_without_a_pod_says_why() {
+    let refused = Fault::stalled(reasons::BUILD_POD_REJECTED, "violates PodSecurity");
+    let pulling = Fault::transient(reasons::BUILD_POD_PENDING, "ImagePullBackOff");
+    let building = || {
+        Fixture::new()
+            .build(build(REV, None, None, false))
+            .status(|s| s.phase = Some(Phase::Building))
+    };
+    let cases = [
+        (building(), &refused, Phase::Stalled, ("Stalled", "True"), 1),
+        (
+            building(),
+            &pulling,
+            Phase::Building,
+            ("Reconciling", "True"),
+            1,
+        ),
+    ];
+    for (fixture, stuck, phase, (type_, status), events) in cases {
+        let job = ObservedJob {
+            state: JobState::Running,
+            waiting_for_pod: true,
+            stuck: Some(stuck.clone()),
+            ..ObservedJob::default()
+        };
+        let first = record(
+            &fixture.observed(&job),
+            &Plan::AwaitJob,
+            &Outcome::Nothing,
+            None,
+            &at(NOW),
+        );
+        assert_eq!(first.status.phase, Some(phase));
+        let condition = first
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("the condition");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            (status, stuck.reason)
+        );
+        assert_eq!(first.events.len(), events, "{:?}", first.events);
+        assert!(first.events[0].warning && first.events[0].message == stuck.message);
+        let again = Fixture {
+            status: first.status.clone(),
+            ..Fixture::new()
+        };
+        let second = record(
+            &again.observed(&job),
+            &Plan::AwaitJob,
+            &Outcome::Nothing,
+            None,
+            &at(NOW + 20),
+        );
+        assert!(
+            second.events.is_empty(),
+            "announced once: {:?}",
+            second.events
+        );
+        assert_eq!(second.status, first.status);
+    }
+}
+
 #[test]
 fn a_repeated_step_records_the_same_status_and_no_event() {
     let fixture = Fixture::new()
@@ -435,7 +503,7 @@ fn a_build_started_by_a_running_job_keeps_the_job_start_time() {
     let job = ObservedJob {
         state: JobState::Running,
         started: Some(at(42)),
-        completed: None,
+        ..ObservedJob::default()
     };
     let fixture = Fixture::new();
     let recorded = record(

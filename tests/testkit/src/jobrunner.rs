@@ -51,6 +51,11 @@ pub enum HookDecision {
     Succeed,
     /// Do not run anything; mark the Job failed with this message.
     Fail(String),
+    /// Do what the Job controller does when the API server refuses the Job's pod (Pod Security
+    /// admission, a quota, a missing ServiceAccount): no pod, a status with only `startTime`,
+    /// and a Warning Event `FailedCreate` on the Job whose note is `Error creating: ` and this
+    /// message (the API server's, e.g. `pods "x" is forbidden: violates PodSecurity ...`).
+    CannotCreatePod(String),
 }
 
 /// Called for every Job before it runs.
@@ -282,18 +287,24 @@ async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: ones
     let label = format!("[job {ns}/{name}]");
     settings.runs.fetch_add(1, Ordering::SeqCst);
     let start = now();
+    let decision = match &settings.hook {
+        Some(hook) => hook(&job),
+        None => HookDecision::Run,
+    };
+    if let HookDecision::CannotCreatePod(message) = &decision {
+        patch_status(&api, &name, json!({"startTime": start})).await;
+        record_failed_create(api.clone().into_client(), &job, message).await;
+        lock(&settings.running).remove(&uid);
+        return;
+    }
     patch_status(
         &api,
         &name,
         json!({"startTime": start, "active": 1, "ready": 0}),
     )
     .await;
-
-    let decision = match &settings.hook {
-        Some(hook) => hook(&job),
-        None => HookDecision::Run,
-    };
     let outcome = match decision {
+        HookDecision::CannotCreatePod(_) => None,
         HookDecision::Succeed => Some(Outcome::Succeeded),
         HookDecision::Fail(message) => Some(Outcome::Failed {
             reason: "BackoffLimitExceeded",
@@ -322,6 +333,33 @@ async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: ones
     };
     echo!("{label} finished: {}", status["conditions"][1]["type"]);
     patch_status(&api, &name, status).await;
+}
+
+/// The Warning Event the Job controller records when it cannot create a pod.
+async fn record_failed_create(client: Client, job: &Job, message: &str) {
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    let name = job.name_any();
+    let t = now();
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": format!("{name}.{:x}", std::process::id()), "namespace": ns},
+        "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "namespace": ns,
+                           "name": name, "uid": job.uid()},
+        "reason": "FailedCreate",
+        "message": format!("Error creating: {message}"),
+        "type": "Warning",
+        "source": {"component": "job-controller"},
+        "count": 1,
+        "firstTimestamp": t,
+        "lastTimestamp": t,
+        "reportingComponent": "job-controller",
+    });
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
+    let event = serde_json::from_value(event).expect("an Event");
+    if let Err(error) = api.create(&Default::default(), &event).await {
+        echo!("[job {ns}/{name}] could not record FailedCreate: {error}");
+    }
 }
 
 /// Run the init containers in order, then the first container, as the kubelet would; the

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::apiserver::ApiServer;
 use crate::git::Monorepo;
-use crate::jobrunner::{JobRunner, JobRunnerOptions};
+use crate::jobrunner::{JobHook, JobRunner, JobRunnerOptions};
 use crate::oci;
 use crate::registry::TestRegistry;
 
@@ -53,6 +53,11 @@ impl Seed {
     /// Start the API server, the registry and the job runner; create the namespace and one
     /// Deployment per service. No ServiceBuild exists yet: see [`Seed::set_revision`].
     pub async fn start() -> Self {
+        Self::start_with_hook(None).await
+    }
+
+    /// Like [`Seed::start`], with a job runner hook that decides per Job what happens.
+    pub async fn start_with_hook(hook: Option<JobHook>) -> Self {
         let api = ApiServer::start().await;
         let client = api.client();
         let registry = TestRegistry::start().await;
@@ -64,6 +69,7 @@ impl Seed {
                 namespace: Some(NAMESPACE.to_owned()),
                 workdir: Some(workspaces.path().to_owned()),
                 workspace_per_job: true,
+                hook,
                 ..JobRunnerOptions::default()
             },
         );
