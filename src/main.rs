@@ -9,7 +9,7 @@ use kube::CustomResourceExt;
 use monoship::app::Options;
 use monoship::build::BuildSettings;
 use monoship::controller::Settings;
-use monoship::lease::LeaseSettings;
+use monoship::lease::{self, LeaseSettings};
 use tokio_util::sync::CancellationToken;
 
 /// monoship: build each service of a monorepo per commit, and promote an image only when its
@@ -127,7 +127,8 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     monoship::telemetry::init(matches!(args.log_format, LogFormat::Json))?;
     monoship::install_crypto_provider();
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let client = kube::Client::try_from(config.clone())?;
     let election = if args.leader_election {
         let identity = args
             .pod_name
@@ -141,6 +142,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         if args.renew_deadline >= args.lease_duration {
             return Err("--renew-deadline must be shorter than --lease-duration".into());
         }
+        if args.retry_period >= args.renew_deadline {
+            return Err("--retry-period must be shorter than --renew-deadline".into());
+        }
         Some(LeaseSettings {
             name: args.lease_name.clone(),
             namespace,
@@ -151,6 +155,15 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         })
     } else {
         None
+    };
+    // The Lease gets a client of its own whose every request is bounded by the renew
+    // deadline; the controller's client keeps long reads for its watches.
+    let lease_client = match &election {
+        Some(lease_settings) => Some(kube::Client::try_from(lease::client_config(
+            config,
+            lease_settings,
+        ))?),
+        None => None,
     };
     let settings = Settings {
         namespace: args.namespace,
@@ -176,6 +189,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         settings,
         endpoints: Some(listener),
         election,
+        lease_client,
         metrics: Default::default(),
     };
     monoship::app::run(client, options, shutdown).await;
