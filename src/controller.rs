@@ -36,7 +36,7 @@ use crate::metrics::{Metrics, ResultLabels};
 use crate::registry::{RegistryAuth, RegistryClient, RetagOutcome};
 use crate::status::{Note, Summary, record_history, set_condition, summarize, transition_notes};
 use crate::targets::kubernetes::{self, Workload};
-use crate::targets::nomad::{NomadAccess, NomadClient};
+use crate::targets::nomad::{NomadAccess, NomadAllowlist, NomadClients};
 use crate::targets::{PinOutcome, pinned_reference};
 use crate::telemetry::Health;
 use crate::{Error, Result};
@@ -63,6 +63,8 @@ pub struct Settings {
     pub instance: Option<String>,
     /// Requeue interval of settled ServiceBuilds.
     pub resync: Duration,
+    /// The Nomad addresses targets may name; empty allows every address.
+    pub nomad_allowed_addresses: NomadAllowlist,
 }
 
 impl Default for Settings {
@@ -76,6 +78,7 @@ impl Default for Settings {
             reporter: "monoship".to_owned(),
             instance: None,
             resync: DEFAULT_RESYNC,
+            nomad_allowed_addresses: NomadAllowlist::default(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl Default for Settings {
 pub struct Context {
     client: Client,
     registry: RegistryClient,
+    nomad: NomadClients,
     recorder: Recorder,
     settings: Settings,
     leadership: Leadership,
@@ -107,6 +111,7 @@ impl Context {
         Self {
             registry: RegistryClient::new(settings.insecure_registries.clone())
                 .with_metrics(metrics.clone()),
+            nomad: NomadClients::new(settings.nomad_allowed_addresses.clone()),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
@@ -905,7 +910,10 @@ impl<'a> Run<'a> {
                 ),
                 None => None,
             };
-            let client = NomadClient::new(nomad, &NomadAccess { token, ca_pem })?;
+            let client = self
+                .ctx
+                .nomad
+                .client(nomad, &NomadAccess { token, ca_pem })?;
             return client.pin_task_image(image).await;
         }
         Err(Error::stalled(

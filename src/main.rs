@@ -10,6 +10,7 @@ use monoship::app::Options;
 use monoship::build::BuildSettings;
 use monoship::controller::Settings;
 use monoship::lease::{self, LeaseSettings};
+use monoship::targets::nomad::NomadAllowlist;
 use tokio_util::sync::CancellationToken;
 
 /// monoship: build each service of a monorepo per commit, and promote an image only when its
@@ -54,6 +55,16 @@ struct RunArgs {
         value_delimiter = ','
     )]
     insecure_registries: Vec<String>,
+    /// A Nomad address (URL) that targets may name: a target's nomad.address is allowed when
+    /// its scheme, host and port (default 80/443) equal an entry's. Repeatable; the env var
+    /// takes a comma-separated list. None given: every address is allowed; a shared cluster
+    /// should set it.
+    #[arg(
+        long = "nomad-allowed-addresses",
+        env = "MONOSHIP_NOMAD_ALLOWED_ADDRESSES",
+        value_delimiter = ','
+    )]
+    nomad_allowed_addresses: Vec<String>,
     /// Image of the init container that fetches the source commit (needs sh and git).
     #[arg(long, env = "MONOSHIP_CHECKOUT_IMAGE", default_value = monoship::DEFAULT_CHECKOUT_IMAGE)]
     checkout_image: String,
@@ -125,6 +136,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let nomad_allowed_addresses = NomadAllowlist::parse(&args.nomad_allowed_addresses)
+        .map_err(|error| format!("--nomad-allowed-addresses: {error}"))?;
     monoship::telemetry::init(matches!(args.log_format, LogFormat::Json))?;
     monoship::install_crypto_provider();
     let config = kube::Config::infer().await?;
@@ -173,6 +186,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         },
         instance: args.pod_name,
         resync: args.resync_period,
+        nomad_allowed_addresses,
         ..Settings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;

@@ -13,12 +13,26 @@
 //! an [`Error::Nomad`] whose message starts with [`CONFLICT_MESSAGE_PREFIX`]; use
 //! [`is_conflict`] to tell it from other transient faults (condition reason
 //! [`reasons::NOMAD_CONFLICT`], see [`Error::reason`]).
+//!
+//! A ServiceBuild names the address, so the client must not be turned against the cluster:
+//! - the controller gets clients from [`NomadClients::client`], which refuses an address
+//!   outside the admin's [`NomadAllowlist`] before anything is sent, and shares one HTTP
+//!   client per (origin, CA) (`clients`);
+//! - no redirect is followed (a 3xx is Stalled, [`reasons::NOMAD_REDIRECT_REFUSED`]), and the
+//!   token is added to each request, marked sensitive, never to a shared client;
+//! - every body is read up to a cap and no further ([`MAX_JOB_BYTES`]; over it is Stalled,
+//!   [`reasons::NOMAD_ANSWER_TOO_LARGE`]), and messages quote at most a short sanitised
+//!   [`excerpt`] of an answer, with the token blanked out (`answer`).
+
+mod answer;
+mod clients;
+mod job;
 
 use std::fmt;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{StatusCode, Url};
+use reqwest::header::HeaderValue;
+use reqwest::{RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -26,6 +40,18 @@ use crate::Error;
 use crate::api::NomadTarget;
 use crate::conditions::reasons;
 use crate::targets::{PinOutcome, Pinned};
+
+pub use answer::{
+    MAX_ERROR_BYTES, MAX_EXCERPT_CHARS, MAX_JOB_BYTES, MAX_REGISTER_ANSWER_BYTES, excerpt,
+};
+pub use clients::{MAX_CLIENTS, NomadAllowlist, NomadClients, NomadOrigin};
+pub use job::{find_task_image, set_task_image};
+
+use answer::{
+    Body, read_capped, read_prefix, redacted_url, redirect_error, status_error, token_text,
+    too_large_error, transport_error,
+};
+use job::{describe_job, job_modify_index};
 
 /// Header that carries the Nomad ACL token.
 pub const TOKEN_HEADER: &str = "X-Nomad-Token";
@@ -39,9 +65,6 @@ pub const MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default timeout of one whole request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Longest piece of a Nomad answer quoted in an error message.
-const MAX_QUOTED_BODY: usize = 512;
 
 /// Credentials resolved by the caller from Secrets (the controller reads the Secrets).
 #[derive(Clone, Default)]
@@ -80,7 +103,8 @@ pub struct NomadClient {
     http: reqwest::Client,
     target: NomadTarget,
     job_url: Url,
-    has_token: bool,
+    /// Sent per request; never part of the (shared) HTTP client.
+    token: Option<HeaderValue>,
     max_attempts: u32,
 }
 
@@ -90,7 +114,7 @@ impl fmt::Debug for NomadClient {
             .field("job_url", &redacted_url(&self.job_url))
             .field("group", &self.target.group)
             .field("task", &self.target.task)
-            .field("token", &self.has_token.then_some("<redacted>"))
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -113,17 +137,14 @@ enum Register {
 }
 
 impl NomadClient {
-    /// A client for `target`, with the default timeouts.
+    /// A client for `target` with its own HTTP client and the default timeouts; every address
+    /// is allowed. The controller uses [`NomadClients::client`] instead, which shares HTTP
+    /// clients and checks the allowlist.
     ///
     /// A malformed address is [`reasons::INVALID_SPEC`]; a token that is not a valid header value
     /// or a CA bundle without a usable certificate is [`reasons::INVALID_SECRET`].
     pub fn new(target: &NomadTarget, access: &NomadAccess) -> Result<Self, Error> {
-        Self::with_timeouts(
-            target,
-            access,
-            DEFAULT_CONNECT_TIMEOUT,
-            DEFAULT_REQUEST_TIMEOUT,
-        )
+        NomadClients::default().client(target, access)
     }
 
     /// Like [`NomadClient::new`], with explicit timeouts.
@@ -133,63 +154,21 @@ impl NomadClient {
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Result<Self, Error> {
-        let job_url = job_url(target)?;
-        let mut headers = HeaderMap::new();
-        if let Some(token) = &access.token {
-            let mut value = HeaderValue::from_str(token.trim()).map_err(|_| {
-                Error::stalled(
-                    reasons::INVALID_SECRET,
-                    format!(
-                        "the Nomad token for job {} is not a valid HTTP header value; check tokenSecretRef",
-                        target.job
-                    ),
-                )
-            })?;
-            value.set_sensitive(true);
-            headers.insert(TOKEN_HEADER, value);
-        }
-        let mut builder = reqwest::Client::builder()
-            .default_headers(headers)
-            .connect_timeout(connect_timeout)
-            .timeout(request_timeout)
-            .user_agent(concat!("monoship/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &access.ca_pem {
-            let bad_ca = |detail: &str| {
-                Error::stalled(
-                    reasons::INVALID_SECRET,
-                    format!(
-                        "the CA bundle for Nomad job {} is not usable: {detail}; check caSecretRef (a PEM bundle)",
-                        target.job
-                    ),
-                )
-            };
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| bad_ca(&error_chain(&e)))?;
-            if certs.is_empty() {
-                return Err(bad_ca("no PEM certificate found"));
-            }
-            builder = builder.tls_certs_merge(certs);
-            let http = builder.build().map_err(|e| bad_ca(&error_chain(&e)))?;
-            return Ok(Self::from_parts(http, target, job_url, access));
-        }
-        let http = builder.build().map_err(|e| Error::Nomad {
-            job: target.job.clone(),
-            message: format!("building the HTTP client: {}", error_chain(&e)),
-        })?;
-        Ok(Self::from_parts(http, target, job_url, access))
+        NomadClients::with_timeouts(NomadAllowlist::default(), connect_timeout, request_timeout)
+            .client(target, access)
     }
 
     fn from_parts(
         http: reqwest::Client,
         target: &NomadTarget,
         job_url: Url,
-        access: &NomadAccess,
+        token: Option<HeaderValue>,
     ) -> Self {
         Self {
             http,
             target: target.clone(),
             job_url,
-            has_token: access.token.is_some(),
+            token,
             max_attempts: MAX_ATTEMPTS,
         }
     }
@@ -266,8 +245,7 @@ impl NomadClient {
             job: self.target.job.clone(),
             message: format!(
                 "{CONFLICT_MESSAGE_PREFIX} the job kept changing while monoship wrote it ({} attempts); last answer: {}",
-                self.max_attempts,
-                quote(&last_conflict)
+                self.max_attempts, last_conflict
             ),
         })
     }
@@ -276,18 +254,61 @@ impl NomadClient {
         describe_job(&self.target)
     }
 
-    async fn read_job(&self) -> Result<Value, Error> {
-        let response = self
-            .http
-            .get(self.job_url.clone())
+    /// Sends `request` with the token (marked sensitive, so it is never logged); a 3xx answer
+    /// is refused as it is never followed.
+    async fn send(
+        &self,
+        request: RequestBuilder,
+        method: &str,
+        operation: &str,
+    ) -> Result<Response, Error> {
+        let request = match &self.token {
+            Some(token) => request.header(TOKEN_HEADER, token.clone()),
+            None => request,
+        };
+        let response = request
             .send()
             .await
-            .map_err(|e| self.transport_error("GET", e))?;
-        let status = response.status();
-        let body = response
-            .text()
+            .map_err(|e| transport_error(&self.target, &self.job_url, method, e))?;
+        if response.status().is_redirection() {
+            return Err(redirect_error(
+                &self.target,
+                &self.job_url,
+                operation,
+                &response,
+            ));
+        }
+        Ok(response)
+    }
+
+    /// A sanitised excerpt of an error answer (its first [`MAX_ERROR_BYTES`] at most).
+    async fn error_excerpt(&self, response: Response) -> String {
+        let body = read_prefix(response, MAX_ERROR_BYTES).await;
+        excerpt(&body, token_text(self.token.as_ref()))
+    }
+
+    /// The body of a successful answer, at most `cap` bytes.
+    async fn success_body(
+        &self,
+        response: Response,
+        method: &str,
+        operation: &str,
+        cap: usize,
+    ) -> Result<Vec<u8>, Error> {
+        match read_capped(response, cap)
             .await
-            .map_err(|e| self.transport_error("GET", e))?;
+            .map_err(|e| transport_error(&self.target, &self.job_url, method, e))?
+        {
+            Body::Complete(body) => Ok(body),
+            Body::TooLarge => Err(too_large_error(&self.target, operation, cap)),
+        }
+    }
+
+    async fn read_job(&self) -> Result<Value, Error> {
+        let response = self
+            .send(self.http.get(self.job_url.clone()), "GET", "read")
+            .await?;
+        let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Err(Error::stalled(
                 reasons::NOMAD_JOB_NOT_FOUND,
@@ -298,9 +319,13 @@ impl NomadClient {
             ));
         }
         if !status.is_success() {
-            return Err(status_error(&self.target, "read", status, &body));
+            let excerpt = self.error_excerpt(response).await;
+            return Err(status_error(&self.target, "read", status, &excerpt));
         }
-        let job: Value = serde_json::from_str(&body).map_err(|e| Error::Nomad {
+        let body = self
+            .success_body(response, "GET", "read", MAX_JOB_BYTES)
+            .await?;
+        let job: Value = serde_json::from_slice(&body).map_err(|e| Error::Nomad {
             job: self.target.job.clone(),
             message: format!("reading the job: the answer is not JSON: {e}"),
         })?;
@@ -320,51 +345,29 @@ impl NomadClient {
             "JobModifyIndex": index,
         });
         let response = self
-            .http
-            .post(self.job_url.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error("POST", e))?;
+            .send(
+                self.http.post(self.job_url.clone()).json(&body),
+                "POST",
+                "write",
+            )
+            .await?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| self.transport_error("POST", e))?;
         if status.is_success() {
-            let answer = serde_json::from_str(&text).map_err(|e| Error::Nomad {
+            let text = self
+                .success_body(response, "POST", "write", MAX_REGISTER_ANSWER_BYTES)
+                .await?;
+            let answer = serde_json::from_slice(&text).map_err(|e| Error::Nomad {
                 job: self.target.job.clone(),
                 message: format!("registering the job: unexpected answer: {e}"),
             })?;
             return Ok(Register::Done(answer));
         }
-        if is_conflict_body(status, &text) {
-            return Ok(Register::Conflict(text));
+        let body = read_prefix(response, MAX_ERROR_BYTES).await;
+        let excerpt = excerpt(&body, token_text(self.token.as_ref()));
+        if is_conflict_body(status, &String::from_utf8_lossy(&body)) {
+            return Ok(Register::Conflict(excerpt));
         }
-        Err(status_error(&self.target, "write", status, &text))
-    }
-
-    fn transport_error(&self, method: &str, error: reqwest::Error) -> Error {
-        let kind = if error.is_timeout() {
-            "timed out"
-        } else if error.is_connect() {
-            "could not connect"
-        } else {
-            "failed"
-        };
-        let detail = error_chain(&error.without_url());
-        let hint = if detail.contains("certificate") {
-            "; if Nomad's certificate is issued by a private CA, set caSecretRef"
-        } else {
-            ""
-        };
-        Error::Nomad {
-            job: self.target.job.clone(),
-            message: format!(
-                "{method} {} {kind}: {detail}{hint}",
-                redacted_url(&self.job_url),
-            ),
-        }
+        Err(status_error(&self.target, "write", status, &excerpt))
     }
 }
 
@@ -381,256 +384,12 @@ pub fn is_conflict_body(status: StatusCode, body: &str) -> bool {
         && body.trim_start().starts_with(ENFORCE_INDEX_ERROR_PREFIX)
 }
 
-/// `job "J" in namespace "N"` and `, region "R"` when set, for messages.
-fn describe_job(target: &NomadTarget) -> String {
-    let region = target
-        .region
-        .as_deref()
-        .map(|r| format!(", region {r:?}"))
-        .unwrap_or_default();
-    format!(
-        "job {:?} in namespace {:?}{region}",
-        target.job,
-        target.namespace.as_deref().unwrap_or("default"),
-    )
-}
-
-/// `{address}/v1/job/{job}?namespace=…&region=…`, with the job id as one path segment.
-fn job_url(target: &NomadTarget) -> Result<Url, Error> {
-    let invalid = |detail: String| {
-        Error::stalled(
-            reasons::INVALID_SPEC,
-            format!("nomad.address {:?} {detail}", target.address),
-        )
-    };
-    let mut url = Url::parse(&target.address).map_err(|e| invalid(format!("is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid("must be an http:// or https:// URL".into()));
-    }
-    url.set_query(None);
-    url.set_fragment(None);
-    url.path_segments_mut()
-        .map_err(|()| invalid("cannot be a base URL".into()))?
-        .pop_if_empty()
-        .extend(["v1", "job", target.job.as_str()]);
-    {
-        let mut query = url.query_pairs_mut();
-        if let Some(namespace) = &target.namespace {
-            query.append_pair("namespace", namespace);
-        }
-        if let Some(region) = &target.region {
-            query.append_pair("region", region);
-        }
-    }
-    if url.query() == Some("") {
-        url.set_query(None);
-    }
-    Ok(url)
-}
-
-/// The URL without user info, for messages.
-fn redacted_url(url: &Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
-}
-
-/// Maps a non-success answer (other than 404 on read and a conflict) to an error.
-fn status_error(target: &NomadTarget, operation: &str, status: StatusCode, body: &str) -> Error {
-    let job = describe_job(target);
-    match status {
-        StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
-            let capability = if operation == "write" {
-                "submit-job"
-            } else {
-                "read-job"
-            };
-            Error::stalled(
-                reasons::NOMAD_ACCESS_DENIED,
-                format!(
-                    "Nomad denied access to {job} ({operation}: {}); check tokenSecretRef: the token needs the {capability} capability in that namespace",
-                    quote(body)
-                ),
-            )
-        }
-        StatusCode::BAD_REQUEST => Error::stalled(
-            reasons::INVALID_SPEC,
-            format!("Nomad rejected the {operation} of {job}: {}", quote(body)),
-        ),
-        StatusCode::NOT_FOUND => Error::stalled(
-            reasons::NOMAD_JOB_NOT_FOUND,
-            format!("Nomad has no {job} ({operation}: {})", quote(body)),
-        ),
-        _ => Error::Nomad {
-            job: target.job.clone(),
-            message: format!("{operation} answered HTTP {status}: {}", quote(body)),
-        },
-    }
-}
-
-/// The job's `JobModifyIndex`.
-fn job_modify_index(job: &Value, id: &str) -> Result<u64, Error> {
-    job.get("JobModifyIndex")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| Error::Nomad {
-            job: id.to_owned(),
-            message: "the job as read has no JobModifyIndex".into(),
-        })
-}
-
-/// The task object of `target` in `job`.
-fn find_task<'a>(job: &'a Value, target: &NomadTarget) -> Result<&'a Value, Error> {
-    let groups = job
-        .get("TaskGroups")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let group = groups
-        .iter()
-        .find(|g| g.get("Name").and_then(Value::as_str) == Some(target.group.as_str()))
-        .ok_or_else(|| {
-            Error::stalled(
-                reasons::NOMAD_TASK_NOT_FOUND,
-                format!(
-                    "Nomad {} has no task group {:?} (groups: {}); check nomad.group",
-                    describe_job(target),
-                    target.group,
-                    names(groups)
-                ),
-            )
-        })?;
-    let tasks = group
-        .get("Tasks")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    tasks
-        .iter()
-        .find(|t| t.get("Name").and_then(Value::as_str) == Some(target.task.as_str()))
-        .ok_or_else(|| {
-            Error::stalled(
-                reasons::NOMAD_TASK_NOT_FOUND,
-                format!(
-                    "task group {:?} of Nomad {} has no task {:?} (tasks: {}); check nomad.task",
-                    target.group,
-                    describe_job(target),
-                    target.task,
-                    names(tasks)
-                ),
-            )
-        })
-}
-
-fn names(items: &[Value]) -> String {
-    let names: Vec<&str> = items
-        .iter()
-        .filter_map(|i| i.get("Name").and_then(Value::as_str))
-        .collect();
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
-    }
-}
-
-fn no_image(target: &NomadTarget, driver: &str) -> Error {
-    Error::stalled(
-        reasons::NOMAD_NO_IMAGE,
-        format!(
-            "task {:?} of group {:?} in Nomad {} has no config.image (driver {driver:?}); only tasks of image drivers such as docker or podman can be pinned",
-            target.task,
-            target.group,
-            describe_job(target)
-        ),
-    )
-}
-
-/// `(Config.image, Driver)` of the target's task in `job`.
-pub fn find_task_image<'a>(
-    job: &'a Value,
-    target: &NomadTarget,
-) -> Result<(&'a str, &'a str), Error> {
-    let task = find_task(job, target)?;
-    let driver = task.get("Driver").and_then(Value::as_str).unwrap_or("");
-    let image = task
-        .get("Config")
-        .and_then(|c| c.get("image"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| no_image(target, driver))?;
-    Ok((image, driver))
-}
-
-/// Sets the target task's `Config.image` in `job` to `image`, touching nothing else.
-///
-/// Returns the previous image, or `None` (and leaves `job` as it was) when it already was
-/// `image`.
-pub fn set_task_image(
-    job: &mut Value,
-    target: &NomadTarget,
-    image: &str,
-) -> Result<Option<String>, Error> {
-    let (current, driver) = find_task_image(job, target)?;
-    if current == image {
-        return Ok(None);
-    }
-    let previous = current.to_owned();
-    let driver = driver.to_owned();
-    let slot = job
-        .get_mut("TaskGroups")
-        .and_then(Value::as_array_mut)
-        .and_then(|groups| {
-            groups
-                .iter_mut()
-                .find(|g| g.get("Name").and_then(Value::as_str) == Some(target.group.as_str()))
-        })
-        .and_then(|g| g.get_mut("Tasks"))
-        .and_then(Value::as_array_mut)
-        .and_then(|tasks| {
-            tasks
-                .iter_mut()
-                .find(|t| t.get("Name").and_then(Value::as_str) == Some(target.task.as_str()))
-        })
-        .and_then(|t| t.get_mut("Config"))
-        .and_then(|c| c.get_mut("image"))
-        .ok_or_else(|| no_image(target, &driver))?;
-    *slot = Value::String(image.to_owned());
-    Ok(Some(previous))
-}
-
-/// A Nomad answer body, trimmed and shortened for a message.
-fn quote(body: &str) -> String {
-    let body = body.trim();
-    if body.is_empty() {
-        return "(empty answer)".into();
-    }
-    match body.char_indices().nth(MAX_QUOTED_BODY) {
-        Some((cut, _)) => format!("{}…", &body[..cut]),
-        None => body.to_owned(),
-    }
-}
-
-/// An error with its sources, `a: b: c`.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
-    fn target() -> NomadTarget {
+    /// The target every unit test of this module starts from.
+    pub(super) fn target() -> NomadTarget {
         NomadTarget {
             address: "http://127.0.0.1:4646".into(),
             namespace: Some("apps".into()),
@@ -641,83 +400,6 @@ mod tests {
             token_secret_ref: None,
             ca_secret_ref: None,
         }
-    }
-
-    fn job() -> Value {
-        json!({
-            "ID": "web",
-            "Name": "web",
-            "JobModifyIndex": 42,
-            "Version": 3,
-            "SomeFutureField": {"x": [1, 2.5, null]},
-            "TaskGroups": [
-                {"Name": "other", "Tasks": [{"Name": "server", "Driver": "docker", "Config": {"image": "other:1"}}]},
-                {"Name": "frontend", "Count": 2, "Tasks": [
-                    {"Name": "sidecar", "Driver": "exec", "Config": {"command": "/bin/true"}},
-                    {"Name": "server", "Driver": "docker", "Config": {"image": "reg/web:old", "ports": ["http"]}}
-                ]}
-            ]
-        })
-    }
-
-    #[test]
-    fn finds_the_task_image_of_the_named_group_and_task() {
-        let job = job();
-        let (image, driver) = find_task_image(&job, &target()).unwrap();
-        assert_eq!((image, driver), ("reg/web:old", "docker"));
-        assert_eq!(job_modify_index(&job, "web").unwrap(), 42);
-    }
-
-    #[test]
-    fn replaces_only_the_image_field() {
-        let before = job();
-        let mut after = before.clone();
-        let previous = set_task_image(&mut after, &target(), "reg/web@sha256:abc").unwrap();
-        assert_eq!(previous.as_deref(), Some("reg/web:old"));
-        let mut expected = before.clone();
-        expected["TaskGroups"][1]["Tasks"][1]["Config"]["image"] = json!("reg/web@sha256:abc");
-        assert_eq!(after, expected);
-        assert_ne!(after, before);
-        // The other group's task of the same name is untouched.
-        assert_eq!(after["TaskGroups"][0], before["TaskGroups"][0]);
-    }
-
-    #[test]
-    fn setting_the_same_image_changes_nothing() {
-        let mut job = job();
-        let before = job.clone();
-        assert_eq!(
-            set_task_image(&mut job, &target(), "reg/web:old").unwrap(),
-            None
-        );
-        assert_eq!(job, before);
-    }
-
-    #[test]
-    fn missing_group_task_and_image_are_stalled_with_their_reasons() {
-        let job = job();
-        let mut t = target();
-        t.group = "backend".into();
-        let e = find_task_image(&job, &t).unwrap_err();
-        assert_eq!(e.reason(), reasons::NOMAD_TASK_NOT_FOUND);
-        assert!(e.to_string().contains("\"backend\""), "{e}");
-        assert!(e.to_string().contains("frontend"), "{e}");
-
-        let mut t = target();
-        t.task = "worker".into();
-        let e = find_task_image(&job, &t).unwrap_err();
-        assert_eq!(e.reason(), reasons::NOMAD_TASK_NOT_FOUND);
-        assert!(e.to_string().contains("\"worker\"") && e.to_string().contains("\"frontend\""));
-
-        let mut t = target();
-        t.task = "sidecar".into();
-        let e = find_task_image(&job, &t).unwrap_err();
-        assert_eq!(e.reason(), reasons::NOMAD_NO_IMAGE);
-        assert!(e.to_string().contains("\"exec\""), "{e}");
-
-        let e = find_task_image(&json!({"TaskGroups": null}), &target()).unwrap_err();
-        assert_eq!(e.reason(), reasons::NOMAD_TASK_NOT_FOUND);
-        assert!(e.is_stalled());
     }
 
     #[test]
@@ -761,30 +443,6 @@ mod tests {
         assert!(is_conflict(&conflict));
         assert_eq!(conflict.reason(), reasons::NOMAD_CONFLICT);
         assert_eq!(e.reason(), reasons::NOMAD_ERROR);
-    }
-
-    #[test]
-    fn builds_the_job_url_with_an_encoded_id_and_optional_query() {
-        let mut t = target();
-        t.job = "a b/c".into();
-        t.address = "https://nomad.example.com:4646/prefix/".into();
-        let url = job_url(&t).unwrap();
-        assert_eq!(
-            url.as_str(),
-            "https://nomad.example.com:4646/prefix/v1/job/a%20b%2Fc?namespace=apps"
-        );
-        t.namespace = None;
-        t.region = Some("eu".into());
-        assert!(
-            job_url(&t)
-                .unwrap()
-                .as_str()
-                .ends_with("/v1/job/a%20b%2Fc?region=eu")
-        );
-        t.region = None;
-        assert!(job_url(&t).unwrap().query().is_none());
-        t.address = "not a url".into();
-        assert_eq!(job_url(&t).unwrap_err().reason(), reasons::INVALID_SPEC);
     }
 
     #[test]
