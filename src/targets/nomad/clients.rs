@@ -394,10 +394,29 @@ mod tests {
             1,
             "one client for one origin, whatever the token"
         );
+        let with_ca = NomadAccess {
+            token: Some("one".into()),
+            ca_pem: Some(monoship_testkit::nomad::TEST_CA_PEM.as_bytes().to_vec()),
+        };
+        for _ in 0..2 {
+            clients
+                .client(&target("http://127.0.0.1:4646"), &with_ca)
+                .unwrap();
+        }
+        assert_eq!(clients.len(), 2, "another CA is another client, once");
+        let bad_ca = NomadAccess {
+            token: None,
+            ca_pem: Some(b"not a certificate".to_vec()),
+        };
+        let e = clients
+            .client(&target("http://127.0.0.1:4646"), &bad_ca)
+            .unwrap_err();
+        assert_eq!(e.reason(), reasons::INVALID_SECRET);
+        assert_eq!(clients.len(), 2, "an unusable CA is not kept");
         clients
             .client(&target("http://127.0.0.1:4647"), &token("one"))
             .unwrap();
-        assert_eq!(clients.len(), 2);
+        assert_eq!(clients.len(), 3);
         for port in 0..(MAX_CLIENTS as u16 + 10) {
             clients
                 .client(
