@@ -92,6 +92,7 @@ async fn main() {
         },
         endpoints: None,
         election: None,
+        lease_client: None,
         metrics: Arc::new(Metrics::default()),
     };
     let controller = tokio::spawn(app::run(seed.client.clone(), options, token.clone()));

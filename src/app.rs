@@ -19,6 +19,9 @@ pub struct Options {
     pub endpoints: Option<tokio::net::TcpListener>,
     /// Leader election; a single replica always leads when `None`.
     pub election: Option<LeaseSettings>,
+    /// The client for the Lease, built with timeouts within the renew deadline
+    /// ([`lease::client_config`]); the controller's client when `None`.
+    pub lease_client: Option<Client>,
     /// Shared so that a caller (a test, the demo) can read the figures.
     pub metrics: Arc<Metrics>,
 }
@@ -29,11 +32,13 @@ pub async fn run(client: Client, options: Options, shutdown: CancellationToken) 
         settings,
         endpoints,
         election,
+        lease_client,
         metrics,
     } = options;
     let (leadership, elector) = match election {
         Some(lease_settings) => {
-            let api: Api<Lease> = Api::namespaced(client.clone(), &lease_settings.namespace);
+            let lease_client = lease_client.unwrap_or_else(|| client.clone());
+            let api: Api<Lease> = Api::namespaced(lease_client, &lease_settings.namespace);
             let (leadership, task) =
                 lease::elect(api, lease_settings, shutdown.clone().cancelled_owned());
             (leadership, Some(task))

@@ -43,6 +43,12 @@ pub mod reasons {
     pub const NOMAD_JOB_NOT_FOUND: &str = "NomadJobNotFound";
     pub const NOMAD_TASK_NOT_FOUND: &str = "NomadTaskNotFound";
     pub const NOMAD_NO_IMAGE: &str = "NomadTaskHasNoImage";
+    /// The target's Nomad address is not in the admin's allowlist (`--nomad-allowed-addresses`).
+    pub const NOMAD_ADDRESS_REFUSED: &str = "NomadAddressRefused";
+    /// Nomad answered with a redirect, which monoship never follows (the token stays put).
+    pub const NOMAD_REDIRECT_REFUSED: &str = "NomadRedirectRefused";
+    /// Nomad's answer was larger than monoship reads.
+    pub const NOMAD_ANSWER_TOO_LARGE: &str = "NomadAnswerTooLarge";
 
     // Transient.
     pub const BUILD_POD_PENDING: &str = "BuildPodPending";

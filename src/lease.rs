@@ -4,6 +4,10 @@
 //!
 //! [`Leadership`] is what the rest of the controller sees: whether this replica may act now.
 //! It turns false the moment a renewal fails past the renew deadline, before anything else.
+//! Every round runs under that deadline, as client-go's renew loop does: a request that never
+//! answers is cut off at the deadline and counts as a failed renewal. With
+//! `lease_duration > renew_deadline > retry_period`, a leader stops acting before any other
+//! replica can see its Lease expire.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,31 +124,51 @@ pub fn elect(
     };
     let task = tokio::spawn(async move {
         tokio::pin!(shutdown);
+        // When the last successful round of this leader started: the Lease's renewTime is no
+        // older than that, so others cannot see it expire before `renew_deadline` after it.
         let mut last_renewal: Option<Instant> = None;
         let mut observed: Option<Observed> = None;
         loop {
-            match try_acquire_or_renew(&api, &settings, &mut observed).await {
-                Ok(true) => {
-                    last_renewal = Some(Instant::now());
+            let started = Instant::now();
+            let deadline = attempt_deadline(last_renewal, started, settings.renew_deadline);
+            let round = tokio::time::timeout_at(
+                deadline.into(),
+                try_acquire_or_renew(&api, &settings, &mut observed),
+            )
+            .await;
+            match round {
+                Ok(Ok(true)) => {
+                    last_renewal = Some(started);
                     elector.set(true);
                 }
-                Ok(false) => {
+                Ok(Ok(false)) => {
                     last_renewal = None;
                     elector.set(false);
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     debug!(%error, "lease round failed");
-                    let expired =
-                        last_renewal.is_none_or(|t| t.elapsed() >= settings.renew_deadline);
-                    if expired {
+                    if last_renewal.is_none() || Instant::now() >= deadline {
                         last_renewal = None;
                         elector.set(false);
                     }
                 }
+                Err(_) => {
+                    // A request that hangs is a failed renewal: stop acting now, while the
+                    // Lease still holds for everyone else.
+                    warn!(
+                        renew_deadline = ?settings.renew_deadline,
+                        "the lease round did not finish within the renew deadline"
+                    );
+                    last_renewal = None;
+                    elector.set(false);
+                }
             }
+            // A leader wakes at its deadline at the latest, so it never acts past it.
+            let next = Instant::now() + settings.retry_period;
+            let wake = last_renewal.map_or(next, |t| next.min(t + settings.renew_deadline));
             tokio::select! {
                 () = &mut shutdown => break,
-                () = tokio::time::sleep(settings.retry_period) => {}
+                () = tokio::time::sleep_until(wake.into()) => {}
             }
         }
         if elector.leader.load(Ordering::SeqCst) {
@@ -157,6 +181,33 @@ pub fn elect(
         }
     });
     (leadership, task)
+}
+
+/// When the next round must have finished: a leader's renew deadline counts from the start of
+/// its last successful round; any other round gets one renew deadline of its own.
+fn attempt_deadline(
+    last_renewal: Option<Instant>,
+    started: Instant,
+    renew_deadline: Duration,
+) -> Instant {
+    last_renewal.unwrap_or(started) + renew_deadline
+}
+
+/// `config` made fit for the Lease: every request is bounded well within the renew deadline
+/// (connect, read and write timeouts), and nothing is retried inside one round, so a hung
+/// or slow API server shows as a failed round instead of a leader that never learns it lost.
+pub fn client_config(mut config: kube::Config, settings: &LeaseSettings) -> kube::Config {
+    let bound = settings.renew_deadline.max(Duration::from_millis(100));
+    config.connect_timeout = Some(
+        config
+            .connect_timeout
+            .map_or(bound, |timeout| timeout.min(bound)),
+    );
+    config.read_timeout = Some(bound);
+    config.write_timeout = Some(bound);
+    config.reset_reader_on_write = true;
+    config.default_retry = false;
+    config
 }
 
 fn now() -> MicroTime {
@@ -257,4 +308,47 @@ async fn release(api: &Api<Lease>, settings: &LeaseSettings) -> kube::Result<()>
     api.replace(&settings.name, &PostParams::default(), &lease)
         .await
         .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> LeaseSettings {
+        LeaseSettings {
+            name: "monoship".into(),
+            namespace: "ns".into(),
+            identity: "a".into(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn the_lease_client_bounds_every_request_by_the_renew_deadline() {
+        let base = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        assert_eq!(base.read_timeout, None, "kube's default read has no bound");
+        let config = client_config(base.clone(), &settings());
+        let deadline = Some(Duration::from_secs(10));
+        assert_eq!(config.read_timeout, deadline);
+        assert_eq!(config.write_timeout, deadline);
+        assert!(config.connect_timeout <= deadline && config.connect_timeout.is_some());
+        assert!(config.reset_reader_on_write && !config.default_retry);
+        let mut none = base;
+        none.connect_timeout = None;
+        assert_eq!(client_config(none, &settings()).connect_timeout, deadline);
+    }
+
+    #[test]
+    fn a_leaders_deadline_counts_from_its_last_renewal() {
+        let start = Instant::now();
+        let later = start + Duration::from_secs(4);
+        let deadline = Duration::from_secs(10);
+        assert_eq!(
+            attempt_deadline(Some(start), later, deadline),
+            start + deadline
+        );
+        assert_eq!(attempt_deadline(None, later, deadline), later + deadline);
+    }
 }

@@ -9,8 +9,9 @@ use kube::CustomResourceExt;
 use monoship::app::Options;
 use monoship::build::BuildSettings;
 use monoship::controller::Settings;
-use monoship::lease::LeaseSettings;
+use monoship::lease::{self, LeaseSettings};
 use monoship::pipeline::observe::Policy;
+use monoship::targets::nomad::NomadAllowlist;
 use tokio_util::sync::CancellationToken;
 
 /// monoship: build each service of a monorepo per commit, and promote an image only when its
@@ -55,6 +56,16 @@ struct RunArgs {
         value_delimiter = ','
     )]
     insecure_registries: Vec<String>,
+    /// A Nomad address (URL) that targets may name: a target's nomad.address is allowed when
+    /// its scheme, host and port (default 80/443) equal an entry's. Repeatable; the env var
+    /// takes a comma-separated list. None given: every address is allowed; a shared cluster
+    /// should set it.
+    #[arg(
+        long = "nomad-allowed-addresses",
+        env = "MONOSHIP_NOMAD_ALLOWED_ADDRESSES",
+        value_delimiter = ','
+    )]
+    nomad_allowed_addresses: Vec<String>,
     /// Image of the init container that fetches the source commit (needs sh and git).
     #[arg(long, env = "MONOSHIP_CHECKOUT_IMAGE", default_value = monoship::DEFAULT_CHECKOUT_IMAGE)]
     checkout_image: String,
@@ -134,9 +145,12 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let nomad_allowed_addresses = NomadAllowlist::parse(&args.nomad_allowed_addresses)
+        .map_err(|error| format!("--nomad-allowed-addresses: {error}"))?;
     monoship::telemetry::init(matches!(args.log_format, LogFormat::Json))?;
     monoship::install_crypto_provider();
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let client = kube::Client::try_from(config.clone())?;
     let election = if args.leader_election {
         let identity = args
             .pod_name
@@ -150,6 +164,9 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         if args.renew_deadline >= args.lease_duration {
             return Err("--renew-deadline must be shorter than --lease-duration".into());
         }
+        if args.retry_period >= args.renew_deadline {
+            return Err("--retry-period must be shorter than --renew-deadline".into());
+        }
         Some(LeaseSettings {
             name: args.lease_name.clone(),
             namespace,
@@ -160,6 +177,15 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         })
     } else {
         None
+    };
+    // The Lease gets a client of its own whose every request is bounded by the renew
+    // deadline; the controller's client keeps long reads for its watches.
+    let lease_client = match &election {
+        Some(lease_settings) => Some(kube::Client::try_from(lease::client_config(
+            config,
+            lease_settings,
+        ))?),
+        None => None,
     };
     let settings = Settings {
         namespace: args.namespace,
@@ -173,6 +199,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
             allow_cross_namespace_targets: args.allow_cross_namespace_targets,
             forbid_build_service_account: args.no_build_service_account,
         },
+        nomad_allowed_addresses,
         ..Settings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;
@@ -189,6 +216,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         settings,
         endpoints: Some(listener),
         election,
+        lease_client,
         metrics: Default::default(),
     };
     monoship::app::run(client, options, shutdown).await;

@@ -319,3 +319,71 @@ async fn a_leader_that_cannot_renew_stops_acting() {
     leader.stop().await;
     standby.stop().await;
 }
+
+/// A renewal that never answers must count as a failed one: the leader stops writing at its
+/// renew deadline, before the Lease can expire for the standby, so two replicas never write
+/// at once (client-go bounds each renew attempt by `RenewDeadline` for the same reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_whose_renewal_hangs_stops_writing_before_the_standby_takes_over() {
+    let seed = Seed::start().await;
+    let ((leader_id, leader), (standby_id, standby)) = start_pair(&seed).await;
+    let rev1 = seed.repo.head();
+    seed.set_revision(&rev1).await;
+    seed.settled(&rev1).await;
+    assert_acted(&seed, &leader_id);
+    seed.api.reset_counters();
+
+    // Every Lease update of the leader hangs far beyond the lease duration; the standby's
+    // requests are served as usual.
+    seed.api.inject_fault(
+        FaultRule::new("update", "leases")
+            .user_agent(&user_agent(&leader_id))
+            .delay(Duration::from_secs(120))
+            .times(100_000),
+    );
+    let bound = RENEW_DEADLINE + LEASE_DURATION + 4 * RETRY_PERIOD + Duration::from_secs(1);
+    wait_for_holder(&seed, bound, |h| h == Some(standby_id.as_str())).await;
+
+    // A new commit after the takeover: the new leader drives it.
+    let rev2 = seed.change_service("banana", "a riper banana\n");
+    seed.set_revision(&rev2).await;
+    let settled = seed.settled(&rev2).await;
+    let banana = settled
+        .iter()
+        .find(|o| o["metadata"]["name"] == "banana")
+        .expect("banana");
+    assert_eq!(phase(banana), "Promoted", "{:#}", banana["status"]);
+
+    // The write log, in the order the API server served it: nothing from the old leader
+    // after the standby's acquisition (its hung renewals may still come back, refused).
+    let writes = seed.api.writes();
+    let standby_agent = user_agent(&standby_id);
+    let leader_agent = user_agent(&leader_id);
+    let takeover = writes
+        .iter()
+        .position(|w| {
+            w.user_agent.as_deref() == Some(standby_agent.as_str())
+                && w.resource == "leases"
+                && w.changed
+        })
+        .expect("the standby acquired the Lease");
+    let late: Vec<_> = writes[takeover..]
+        .iter()
+        .filter(|w| w.user_agent.as_deref() == Some(leader_agent.as_str()))
+        .filter(|w| w.resource != "leases" || w.changed)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "{leader_id} wrote after {standby_id} took the Lease: {late:#?}"
+    );
+    let before: Vec<_> = writes[..takeover]
+        .iter()
+        .filter(|w| w.user_agent.as_deref() == Some(leader_agent.as_str()))
+        .filter(|w| w.resource != "leases")
+        .collect();
+    assert!(before.is_empty(), "{leader_id} wrote: {before:#?}");
+    assert_acted(&seed, &standby_id);
+    seed.api.clear_faults();
+    leader.kill();
+    standby.stop().await;
+}

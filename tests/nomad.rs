@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use monoship::Error;
 use monoship::api::NomadTarget;
 use monoship::conditions::reasons;
-use monoship::targets::nomad::{NomadAccess, NomadClient, is_conflict};
+use monoship::targets::nomad::{
+    MAX_JOB_BYTES, NomadAccess, NomadAllowlist, NomadClient, NomadClients, is_conflict,
+};
 use monoship::targets::{PinOutcome, pinned_reference};
 use monoship_testkit::nomad::{DEFAULT_NAMESPACE, NomadDouble, TEST_CA_PEM, docker_job};
 use serde_json::{Value, json};
@@ -17,6 +19,8 @@ const TASK: &str = "server";
 const OLD: &str = "registry.example.com/web:commit-1111111";
 const DIGEST: &str = "sha256:0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 const TOKEN: &str = "4b1c7e2a-secret-token-9d3f";
+const OTHER_DIGEST: &str =
+    "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
 /// Every log line of this test binary, captured by one process-wide subscriber (a scoped one
 /// would miss callsites whose interest another test thread cached first).
@@ -27,12 +31,12 @@ fn init() {
     LOGS.get_or_init(|| {
         let logs = Captured::default();
         let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
+        // `try_init` also routes the `log` records of reqwest and rustls into it.
+        let _ = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_writer(move || writer.clone())
             .with_ansi(false)
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
+            .try_init();
         logs
     });
 }
@@ -478,6 +482,37 @@ async fn the_token_never_shows_in_errors_or_logs() {
     );
     nomad.fail_next(1, 502, "bad gateway");
     errors.push(good.task_image().await.unwrap_err());
+    // Answers that echo the token back: a 403, a 500 on read, a 500 on write.
+    let echo = format!("token {TOKEN} was refused\n\tX-Nomad-Token: {TOKEN}");
+    nomad.fail_next(1, 403, &echo);
+    errors.push(good.task_image().await.unwrap_err());
+    nomad.fail_next(1, 500, &echo);
+    errors.push(good.task_image().await.unwrap_err());
+    nomad.on_next_get(JOB, |job| job["Meta"]["again"] = json!("writer"));
+    nomad.fail_next_posts(1, 500, &format!("Enforcing job modify index 1: {echo}"));
+    errors.push(
+        good.with_max_attempts(1)
+            .pin_task_image(&pinned_reference("registry.example.com/web", OTHER_DIGEST))
+            .await
+            .unwrap_err(),
+    );
+    // A redirect and an oversized answer.
+    let redirecting = NomadDouble::start().await.unwrap();
+    redirecting.redirect_all_to(&format!("http://localhost:1/?token={TOKEN}"));
+    errors.push(
+        client(&target(&redirecting), Some(TOKEN))
+            .task_image()
+            .await
+            .unwrap_err(),
+    );
+    let endless = NomadDouble::start().await.unwrap();
+    endless.serve_endless_jobs();
+    errors.push(
+        client(&target(&endless), Some(TOKEN))
+            .task_image()
+            .await
+            .unwrap_err(),
+    );
     let closed = target(&nomad);
     nomad.shutdown().await;
     errors.push(
@@ -486,9 +521,25 @@ async fn the_token_never_shows_in_errors_or_logs() {
             .await
             .unwrap_err(),
     );
-    assert_eq!(errors[0].reason(), reasons::NOMAD_JOB_NOT_FOUND);
-    assert!(matches!(errors[1], Error::Nomad { .. }));
-    assert!(matches!(errors[2], Error::Nomad { .. }));
+    let reasons: Vec<&str> = errors.iter().map(Error::reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            reasons::NOMAD_JOB_NOT_FOUND,
+            reasons::NOMAD_ERROR,
+            reasons::NOMAD_ACCESS_DENIED,
+            reasons::NOMAD_ERROR,
+            reasons::NOMAD_CONFLICT,
+            reasons::NOMAD_REDIRECT_REFUSED,
+            reasons::NOMAD_ANSWER_TOO_LARGE,
+            reasons::NOMAD_ERROR,
+        ]
+    );
+    assert!(
+        errors[2].to_string().contains("<redacted> was refused"),
+        "{}",
+        errors[2]
+    );
     for err in &errors {
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains(TOKEN), "{shown}");
@@ -499,6 +550,11 @@ async fn the_token_never_shows_in_errors_or_logs() {
     assert!(
         text.contains("pinned Nomad task image"),
         "logs were captured: {text}"
+    );
+    // The HTTP stack's own TRACE records (tracing and `log`) are in the capture too.
+    assert!(
+        text.contains("hyper_util::") && text.contains("reqwest::"),
+        "{text}"
     );
     assert!(!text.contains(TOKEN), "{text}");
     assert!(!text.contains("secret-token"), "{text}");
@@ -621,4 +677,177 @@ async fn the_double_answers_registers_like_nomad() {
     assert_eq!(versions["Versions"][0]["Version"], json!(1));
     assert_eq!(versions["Versions"][1]["Version"], json!(0));
     assert_eq!(versions["Versions"][0]["Meta"]["commit"], json!("2222222"));
+}
+
+/// A Nomad address that redirects elsewhere never gets the token to the other origin: no
+/// redirect is followed, and the pin is Stalled with a reason that says so.
+#[tokio::test]
+async fn a_redirect_to_another_origin_is_refused_and_the_token_stays() {
+    let nomad = seeded().await;
+    let elsewhere = NomadDouble::start().await.unwrap();
+    elsewhere.seed_docker_job(JOB, GROUP, TASK, OLD, &[]);
+    let other_host = elsewhere.address().replace("127.0.0.1", "localhost");
+    nomad.redirect_all_to(&other_host);
+
+    let client = client(&target(&nomad), Some(TOKEN));
+    for err in [
+        client.pin_task_image(&wanted()).await.unwrap_err(),
+        client.task_image().await.unwrap_err(),
+    ] {
+        assert!(err.is_stalled(), "{err:?}");
+        assert_eq!(err.reason(), reasons::NOMAD_REDIRECT_REFUSED, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("HTTP 302") && text.contains("localhost:"),
+            "{text}"
+        );
+        assert!(text.contains("nomad.address"), "{text}");
+        assert!(!text.contains(TOKEN), "{text}");
+    }
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the other origin was reached: {:?}",
+        elsewhere.requests()
+    );
+    let asked = nomad.requests();
+    assert_eq!(asked.len(), 2);
+    assert!(asked.iter().all(|r| r.token() == Some(TOKEN)));
+    assert_eq!(nomad.posts(JOB), 0);
+}
+
+/// A job answer larger than the cap is not read beyond it: an endless body and one whose
+/// declared length is over the cap both end in a Stalled error, and the server stops
+/// producing bytes once the client has given up.
+#[tokio::test]
+async fn an_oversized_job_is_read_no_further_than_the_cap() {
+    init();
+    let nomad = NomadDouble::start().await.unwrap();
+    nomad.serve_endless_jobs();
+    let err = client(&target(&nomad), Some(TOKEN))
+        .pin_task_image(&wanted())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), reasons::NOMAD_ANSWER_TOO_LARGE, "{err}");
+    assert!(err.is_stalled());
+    assert!(err.to_string().contains("4096 KiB"), "{err}");
+    let streamed = nomad.streamed_bytes();
+    // The cap, plus at most what loopback socket buffers hold.
+    let slack = 16u64 << 20;
+    assert!(
+        streamed >= MAX_JOB_BYTES as u64 && streamed < MAX_JOB_BYTES as u64 + slack,
+        "{streamed} bytes produced"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let later = nomad.streamed_bytes();
+    assert!(
+        later < MAX_JOB_BYTES as u64 + slack,
+        "the server kept sending: {later} bytes"
+    );
+    assert_eq!(nomad.posts(JOB), 0);
+    eprintln!("endless body: {streamed} bytes produced, {later} after 300 ms");
+
+    let declared = NomadDouble::start().await.unwrap();
+    declared.serve_jobs_of_length(1 << 30);
+    let err = client(&target(&declared), None)
+        .task_image()
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason(), reasons::NOMAD_ANSWER_TOO_LARGE, "{err}");
+    let streamed = declared.streamed_bytes();
+    assert!(
+        streamed < MAX_JOB_BYTES as u64 + slack,
+        "{streamed} bytes produced"
+    );
+    eprintln!("declared 1 GiB: {streamed} bytes produced");
+}
+
+/// An address outside the admin's allowlist is Stalled before anything is sent.
+#[tokio::test]
+async fn an_address_outside_the_allowlist_gets_no_request() {
+    let nomad = seeded().await;
+    let allowed = NomadAllowlist::parse(&["http://nomad.example.com:4646"]).unwrap();
+    let clients = NomadClients::new(allowed);
+    let access = NomadAccess {
+        token: Some(TOKEN.into()),
+        ca_pem: None,
+    };
+    let err = clients.client(&target(&nomad), &access).unwrap_err();
+    assert!(err.is_stalled());
+    assert_eq!(err.reason(), reasons::NOMAD_ADDRESS_REFUSED);
+    assert!(
+        err.to_string().contains("http://nomad.example.com:4646"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(TOKEN));
+    assert!(nomad.requests().is_empty(), "{:?}", nomad.requests());
+    assert!(clients.is_empty());
+
+    // The same address, allowed by scheme, host and port: it works.
+    let exact = NomadAllowlist::parse(&[nomad.address()]).unwrap();
+    let outcome = NomadClients::new(exact)
+        .client(&target(&nomad), &access)
+        .unwrap()
+        .pin_task_image(&wanted())
+        .await
+        .unwrap();
+    assert!(matches!(outcome, PinOutcome::Pinned(_)));
+}
+
+/// Two targets with different tokens on one address share one HTTP client (one kept-alive
+/// connection), and each request carries its own target's token only.
+#[tokio::test]
+async fn one_connection_pool_per_address_and_each_request_with_its_own_token() {
+    init();
+    let nomad = NomadDouble::start().await.unwrap();
+    nomad.seed_docker_job(JOB, GROUP, TASK, OLD, &[]);
+    nomad.seed_docker_job("api", GROUP, TASK, OLD, &[]);
+    let clients = NomadClients::default();
+    let mut api = target(&nomad);
+    api.job = "api".into();
+    let web_token = NomadAccess {
+        token: Some("token-of-web".into()),
+        ca_pem: None,
+    };
+    let api_token = NomadAccess {
+        token: Some("token-of-api".into()),
+        ca_pem: None,
+    };
+    for _ in 0..2 {
+        let web = clients.client(&target(&nomad), &web_token).unwrap();
+        web.task_image().await.unwrap();
+        let api = clients.client(&api, &api_token).unwrap();
+        api.task_image().await.unwrap();
+    }
+    assert_eq!(clients.len(), 1);
+    let requests = nomad.requests();
+    assert_eq!(requests.len(), 4);
+    for request in &requests {
+        let expected = if request.uri.starts_with("/v1/job/api") {
+            "token-of-api"
+        } else {
+            "token-of-web"
+        };
+        assert_eq!(request.token(), Some(expected), "{request:?}");
+        let tokens = request
+            .headers
+            .iter()
+            .filter(|(name, _)| name == "x-nomad-token")
+            .count();
+        assert_eq!(tokens, 1, "{request:?}");
+    }
+    assert!(
+        requests.iter().all(|r| r.peer == requests[0].peer),
+        "one connection carried all four requests: {:?}",
+        requests.iter().map(|r| r.peer).collect::<Vec<_>>()
+    );
+
+    // A separate client set (another pool) opens its own connection.
+    let other = NomadClients::default();
+    other
+        .client(&target(&nomad), &web_token)
+        .unwrap()
+        .task_image()
+        .await
+        .unwrap();
+    assert_ne!(nomad.requests()[4].peer, requests[0].peer);
 }

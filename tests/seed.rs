@@ -315,6 +315,18 @@ async fn nomad_tokens_never_show_in_status_or_events() {
     assert_eq!(phase(orange), "Stalled", "{:#}", orange["status"]);
     assert!(orange["status"].to_string().contains("NomadAccessDenied"));
 
+    // Metrics are labelled by bounded values only: no token, no address.
+    let (code, metrics) = controller.get("/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("monoship_target_writes_total"),
+        "{metrics}"
+    );
+    for token in [GOOD, BAD] {
+        assert!(!metrics.contains(token), "a token is in the metrics");
+    }
+    assert!(!metrics.contains(&nomad.address()), "{metrics}");
+
     // Retrying the stalled promotion, with nothing changed, writes nothing.
     controller.stop().await;
     seed.api.reset_counters();

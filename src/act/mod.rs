@@ -27,11 +27,13 @@ use crate::pipeline::outcome::Outcome;
 use crate::{Error, Result};
 use build::BuildSettings;
 use registry::RegistryClient;
+use targets::nomad::NomadClients;
 
 /// What the acting steps of one reconcile work with.
 pub struct Actor<'a> {
     pub client: &'a Client,
     pub registry: &'a RegistryClient,
+    pub nomad: &'a NomadClients,
     pub leadership: &'a Leadership,
     pub build: &'a BuildSettings,
     /// The ServiceBuild being reconciled, and its namespace.

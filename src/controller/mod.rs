@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::act::build::BuildSettings;
 use crate::act::registry::RegistryClient;
+use crate::act::targets::nomad::{NomadAllowlist, NomadClients};
 use crate::api::{SERVICEBUILD_LABEL, ServiceBuild};
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
@@ -55,6 +56,8 @@ pub struct Settings {
     pub resync: Duration,
     /// What ServiceBuilds may reach beyond their own namespace.
     pub policy: Policy,
+    /// The Nomad addresses targets may name; empty allows every address.
+    pub nomad_allowed_addresses: NomadAllowlist,
 }
 
 impl Default for Settings {
@@ -69,6 +72,7 @@ impl Default for Settings {
             instance: None,
             resync: DEFAULT_RESYNC,
             policy: Policy::default(),
+            nomad_allowed_addresses: NomadAllowlist::default(),
         }
     }
 }
@@ -77,6 +81,7 @@ impl Default for Settings {
 pub struct Context {
     client: Client,
     registry: RegistryClient,
+    nomad: NomadClients,
     recorder: Recorder,
     settings: Settings,
     leadership: Leadership,
@@ -100,6 +105,7 @@ impl Context {
         Self {
             registry: RegistryClient::new(settings.insecure_registries.clone())
                 .with_metrics(metrics.clone()),
+            nomad: NomadClients::new(settings.nomad_allowed_addresses.clone()),
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,

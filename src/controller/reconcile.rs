@@ -77,6 +77,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     let actor = Actor {
         client: &ctx.client,
         registry: &ctx.registry,
+        nomad: &ctx.nomad,
         leadership: &ctx.leadership,
         build: &ctx.settings.build,
         sb: &sb,

@@ -88,7 +88,11 @@ pub fn record(
     // A condition whose status is as read keeps its transition time, even when this step
     // replaced it on the way (building, then stalled).
     for condition in &mut step.status.conditions {
-        let read = observed.status.conditions.iter().find(|c| c.type_ == condition.type_);
+        let read = observed
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition.type_);
         if let Some(read) = read.filter(|c| c.status == condition.status) {
             condition.last_transition_time = read.last_transition_time.clone();
         }

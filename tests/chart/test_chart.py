@@ -305,6 +305,7 @@ def deployment_defaults():
 def args_carry_values():
     _, c = container(rendered({
         "insecureRegistries": ["registry.local:5000", "10.0.0.7:5001"],
+        "nomadAllowedAddresses": ["https://nomad.example.com:4646", "http://10.0.0.9:4646"],
         "logFormat": "text",
         "checkoutImage": "mirror.example.com/alpine/git:2.47.2",
         "extraArgs": ["--some-flag=1"],
@@ -319,6 +320,9 @@ def args_carry_values():
     args = c["args"]
     assert [a for a in args if a.startswith("--insecure-registry")] == [
         "--insecure-registry=registry.local:5000", "--insecure-registry=10.0.0.7:5001"]
+    assert [a for a in args if a.startswith("--nomad-allowed-addresses")] == [
+        "--nomad-allowed-addresses=https://nomad.example.com:4646",
+        "--nomad-allowed-addresses=http://10.0.0.9:4646"]
     assert "--log-format=text" in args
     assert "--checkout-image=mirror.example.com/alpine/git:2.47.2" in args
     assert args[-1] == "--some-flag=1"
@@ -353,6 +357,8 @@ def pod_placement_values():
 def schema_rejects_bad_values():
     for bad in ({"logFormat": "yaml"}, {"replicas": "two"},
                 {"insecureRegistries": ["http://registry.local:5000"]},
+                {"nomadAllowedAddresses": ["nomad.example.com:4646"]},
+                {"nomadAllowedAddresses": ["https://nomad.example.com:4646/v1"]},
                 {"leaderElection": {"enabled": "yes"}}, {"unknownKey": 1}):
         try:
             rendered(bad)

@@ -94,6 +94,7 @@ pub async fn start_with(
         settings,
         endpoints: Some(listener),
         election,
+        lease_client: None,
         metrics: metrics.clone(),
     };
     let task = tokio::spawn(app::run(client, options, token.clone()));

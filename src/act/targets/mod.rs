@@ -11,7 +11,7 @@ use crate::conditions::reasons;
 use crate::pipeline::outcome::{Fault, TargetOutcome};
 use crate::{Error, Result};
 use kubernetes::Workload;
-use nomad::{NomadAccess, NomadClient};
+use nomad::NomadAccess;
 
 pub use crate::pipeline::outcome::{PinOutcome, Pinned};
 
@@ -62,7 +62,7 @@ async fn pin_target(actor: &Actor<'_>, target: &Target, image: &str) -> Result<P
     }
     if let Some(nomad) = &target.nomad {
         let access = nomad_access(actor, nomad).await?;
-        let client = NomadClient::new(nomad, &access)?;
+        let client = actor.nomad.client(nomad, &access)?;
         return client.pin_task_image(image).await;
     }
     Err(Error::stalled(

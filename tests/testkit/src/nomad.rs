@@ -21,18 +21,26 @@
 //!   `Permission denied`.
 //!
 //! Test hooks: per-job counters of GETs and POSTs, the log of POST bodies, a one-shot hook run
-//! right after a GET is answered (another writer), and fault injection.
+//! right after a GET is answered (another writer), and fault injection. Every request is
+//! recorded with its headers and the client's address and port (a reused connection shows as
+//! the same port); the double can answer everything with a redirect, or a job GET with a body
+//! far larger than any client should read (counting the bytes it produced).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -78,6 +86,141 @@ struct Inner {
     each_get_hooks: HashMap<String, RepeatedHook>,
     faults: VecDeque<(StatusCode, String)>,
     post_faults: VecDeque<(StatusCode, String)>,
+    requests: Vec<ReceivedRequest>,
+    redirect_to: Option<String>,
+    oversized: Option<Oversized>,
+    /// Body bytes produced for oversized answers so far (shared with the body streams).
+    streamed: Arc<AtomicU64>,
+}
+
+/// One request as the double received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    pub method: String,
+    /// Path and query.
+    pub uri: String,
+    /// Every header, names lowercase, values lossily as text.
+    pub headers: Vec<(String, String)>,
+    /// The client's address and port: requests on one kept-alive connection share it.
+    pub peer: SocketAddr,
+}
+
+impl ReceivedRequest {
+    /// The value of `X-Nomad-Token`, if sent.
+    pub fn token(&self) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name == "x-nomad-token")
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// How a job GET is answered with a body too large to read whole.
+#[derive(Debug, Clone, Copy)]
+enum Oversized {
+    /// Chunked, and it never ends.
+    Endless,
+    /// With `Content-Length` of this many bytes.
+    Declared(u64),
+}
+
+/// The client's address, from either listener.
+#[derive(Clone, Copy)]
+struct Peer(SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// Records every request, then answers redirects and oversized job reads when asked to.
+async fn intercept(
+    State(shared): State<Shared>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (redirect, oversized, streamed) = {
+        let mut inner = shared.lock();
+        inner.requests.push(ReceivedRequest {
+            method: request.method().to_string(),
+            uri: request.uri().to_string(),
+            headers: request
+                .headers()
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            peer,
+        });
+        (
+            inner.redirect_to.clone(),
+            inner.oversized,
+            inner.streamed.clone(),
+        )
+    };
+    if let Some(base) = redirect {
+        let location = format!("{}{}", base.trim_end_matches('/'), request.uri());
+        return (StatusCode::FOUND, [(header::LOCATION, location)]).into_response();
+    }
+    let path = request.uri().path();
+    let job_get = request.method() == Method::GET
+        && path.starts_with("/v1/job/")
+        && !path.ends_with("/versions");
+    match oversized {
+        Some(mode) if job_get => oversized_response(mode, streamed),
+        _ => next.run(request).await,
+    }
+}
+
+/// A job whose `Meta.pad` goes on for `mode`, counting every byte produced into `streamed`.
+fn oversized_response(mode: Oversized, streamed: Arc<AtomicU64>) -> Response {
+    const CHUNK: usize = 64 << 10;
+    let limit = match mode {
+        Oversized::Endless => u64::MAX,
+        Oversized::Declared(length) => length,
+    };
+    let head = Bytes::from_static(br#"{"ID":"web","Meta":{"pad":""#);
+    let chunks = futures::stream::unfold(0u64, move |sent| {
+        let streamed = streamed.clone();
+        let head = head.clone();
+        async move {
+            if sent >= limit {
+                return None;
+            }
+            let chunk = if sent == 0 {
+                head
+            } else {
+                let size = usize::try_from((limit - sent).min(CHUNK as u64)).unwrap_or(CHUNK);
+                Bytes::from(vec![b'a'; size])
+            };
+            let size = chunk.len() as u64;
+            streamed.fetch_add(size, Ordering::SeqCst);
+            Some((Ok::<_, std::io::Error>(chunk), sent + size))
+        }
+    });
+    let mut response = Response::new(Body::from_stream(chunks));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if let Oversized::Declared(length) = mode {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    }
+    response
 }
 
 /// The outcome of a register, as Nomad answers it.
@@ -423,6 +566,7 @@ impl NomadDouble {
         let app = Router::new()
             .route("/v1/job/{id}", get(get_job).post(post_job))
             .route("/v1/job/{id}/versions", get(get_versions))
+            .layer(middleware::from_fn_with_state(shared.clone(), intercept))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -433,6 +577,7 @@ impl NomadDouble {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let task = match tls {
             None => tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<Peer>();
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(stopped)
                     .await;
@@ -442,6 +587,7 @@ impl NomadDouble {
                     tcp: listener,
                     acceptor: tokio_rustls::TlsAcceptor::from(config),
                 };
+                let app = app.into_make_service_with_connect_info::<Peer>();
                 tokio::spawn(async move {
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(stopped)
@@ -581,6 +727,35 @@ impl NomadDouble {
         for _ in 0..count {
             inner.faults.push_back((status, body.to_owned()));
         }
+    }
+
+    /// Every request received so far (any route, any outcome), in order.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// From now on every request is answered `302 Found` with `Location` = `base` followed by
+    /// the request's path and query.
+    pub fn redirect_all_to(&self, base: &str) {
+        self.shared.lock().redirect_to = Some(base.to_owned());
+    }
+
+    /// From now on every job GET is answered 200 with a JSON body that never ends.
+    pub fn serve_endless_jobs(&self) {
+        self.shared.lock().oversized = Some(Oversized::Endless);
+    }
+
+    /// From now on every job GET is answered 200 with `Content-Length: length` and that many
+    /// bytes, sent as fast as the client reads them.
+    pub fn serve_jobs_of_length(&self, length: u64) {
+        self.shared.lock().oversized = Some(Oversized::Declared(length));
+    }
+
+    /// Body bytes produced so far for the answers of [`Self::serve_endless_jobs`] and
+    /// [`Self::serve_jobs_of_length`] (what the server handed to the connection; at most the
+    /// socket buffers more than what the client read).
+    pub fn streamed_bytes(&self) -> u64 {
+        self.shared.lock().streamed.load(Ordering::SeqCst)
     }
 
     /// Stops serving; later connections are refused.

@@ -301,7 +301,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         let mut faults = lock(&shared.faults);
         let hit = faults
             .iter_mut()
-            .find(|r| fault_matches(r, verb, &t))
+            .find(|r| {
+                fault_matches(r, verb, &t)
+                    && r.user_agent
+                        .as_deref()
+                        .is_none_or(|agent| record.user_agent.as_deref() == Some(agent))
+            })
             .and_then(|r| {
                 if r.after > 0 {
                     r.after -= 1;

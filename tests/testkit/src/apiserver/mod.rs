@@ -95,6 +95,8 @@ pub struct FaultRule {
     pub subresource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    /// Only requests whose `User-Agent` is exactly this (one replica of several).
+    pub user_agent: Option<String>,
     pub times: usize,
     /// Let this many matching requests through before the rule starts to act.
     pub after: usize,
@@ -137,6 +139,11 @@ impl FaultRule {
     }
     pub fn name(mut self, s: &str) -> Self {
         self.name = Some(s.to_string());
+        self
+    }
+    /// Act only on requests whose `User-Agent` header is exactly `agent`.
+    pub fn user_agent(mut self, agent: &str) -> Self {
+        self.user_agent = Some(agent.to_string());
         self
     }
     /// Serve the first `n` matching requests normally; act on the ones after.
