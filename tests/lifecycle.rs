@@ -366,7 +366,7 @@ async fn a_drifted_target_is_re_pinned_and_reported() {
         .await
         .unwrap();
     // (What the edit wrote; the controller may re-pin it at any moment after.)
-    let containers = edited.spec.unwrap().template.spec.unwrap().containers;
+    let containers = edited.spec.template.spec.unwrap().containers;
     assert_eq!(containers[0].image.as_deref(), Some("example.org/hotfix:1"));
 
     let repaired = wait_for(&seed, "banana", "drift reported", |o| {
