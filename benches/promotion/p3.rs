@@ -1,0 +1,239 @@
+//! P3: one commit across every service, of which one changed, against a pipeline that rebuilds
+//! and redeploys every service: `latest` moved by skopeo copy (measured on a sample, scaled)
+//! and every Deployment patched to the commit's tag.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use monoship_testkit::apiserver::WriteCounts;
+use monoship_testkit::registry::RecordedRequest;
+use serde_json::json;
+
+use crate::Outcome;
+use crate::fixture::{
+    Fixture, Fleet, blob_bytes, classes, classes_text, job_creates, phase, progress,
+    repository_path, revision, service, set_revision, short, skopeo_copy, tally, wait_settled,
+};
+use crate::report::Report;
+
+/// Services whose `latest` the baseline moves with skopeo; the total is scaled from these.
+const P3_BASELINE_SAMPLE: usize = 10;
+
+pub struct P3 {
+    /// The commit every service moved to.
+    pub revision: String,
+    jobs: usize,
+    promotions: f64,
+    target_writes: usize,
+    registry: Vec<RecordedRequest>,
+    patch_seconds: f64,
+    settle_seconds: f64,
+    phases: BTreeMap<String, usize>,
+    promotions_metric: f64,
+    unchanged_metric: f64,
+}
+
+pub struct Baseline {
+    /// Deployment writes of the redeploy of every service.
+    pub writes: WriteCounts,
+    sample: usize,
+    sample_requests: usize,
+    registry_scaled: f64,
+    seconds: f64,
+}
+
+/// Move every ServiceBuild to a new commit at which one service's image changed; count what
+/// the controller does until every status settles.
+pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) -> Outcome<P3> {
+    progress("P3: one commit across every service, one changed");
+    let (api, client, registry, setup) = (
+        &fixture.api,
+        &fixture.client,
+        &fixture.registry,
+        &fixture.setup,
+    );
+    let rev2 = revision("rev2");
+    let changed = service(fleet.count / 2);
+    setup
+        .mount(&fleet.image_b, &repository_path(&changed))
+        .await?;
+    let (image_a, image_b) = (&fleet.image_a, &fleet.image_b);
+    fleet
+        .for_each(16, |name| {
+            let repository = repository_path(&name);
+            let image = if name == changed { image_b } else { image_a };
+            let rev = short(&rev2).to_owned();
+            async move { setup.tag(image, &repository, &rev).await }
+        })
+        .await?;
+    api.reset_counters();
+    let mark = registry.mark();
+    let controller = &fleet.controller;
+    let promotions_before = controller.counter("monoship_promotions_total").await?;
+    let unchanged_before = controller
+        .counter("monoship_unchanged_builds_total")
+        .await?;
+    let started = Instant::now();
+    let rev2_ref = &rev2;
+    fleet
+        .for_each(32, |name| async move {
+            set_revision(client, &name, rev2_ref).await
+        })
+        .await?;
+    let patch_seconds = started.elapsed().as_secs_f64();
+    for name in fleet.services() {
+        fleet.revisions.insert(name, rev2.clone());
+    }
+    let settled = wait_settled(client, &fleet.revisions, Duration::from_secs(600)).await?;
+    let settle_seconds = started.elapsed().as_secs_f64();
+    // Let anything still in flight land before counting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = api.writes();
+    let requests = registry.requests_since(mark);
+    let jobs = job_creates(&writes);
+    let target_writes = writes
+        .iter()
+        .filter(|w| w.resource == "deployments")
+        .count();
+    let controller = &fleet.controller;
+    let promotions_metric =
+        controller.counter("monoship_promotions_total").await? - promotions_before;
+    // A promotion: a ServiceBuild whose current digest now comes from this commit.
+    let promotions = settled
+        .iter()
+        .filter(|o| o["status"]["current"]["revision"] == rev2.as_str())
+        .count() as f64;
+    let unchanged_metric = controller
+        .counter("monoship_unchanged_builds_total")
+        .await?
+        - unchanged_before;
+    let phases = tally(settled.iter().map(|o| phase(o).to_owned()));
+    let (final_hwm, final_rss) = controller.memory()?;
+    report.raw(
+        "p3",
+        json!({"jobs_created": jobs, "promotions": promotions,
+               "promotions_metric_delta": promotions_metric, "unchanged_metric_delta": unchanged_metric,
+               "target_writes": target_writes, "registry_requests": requests.len(),
+               "registry_classes": classes(&requests), "blob_upload_bytes": blob_bytes(&requests),
+               "settle_seconds": settle_seconds, "patch_seconds": patch_seconds, "phases": phases,
+               "controller_vmhwm_kib_after": final_hwm, "controller_vmrss_kib_after": final_rss}),
+    );
+    Ok(P3 {
+        revision: rev2,
+        jobs,
+        promotions,
+        target_writes,
+        registry: requests,
+        patch_seconds,
+        settle_seconds,
+        phases,
+        promotions_metric,
+        unchanged_metric,
+    })
+}
+
+/// The baseline, with the controller stopped: skopeo copy of the commit's tag to `latest` on a
+/// sample of services, then every Deployment redeployed at the commit.
+pub async fn baseline(
+    report: &mut Report,
+    fixture: &Fixture,
+    fleet: &Fleet,
+    p3: &P3,
+) -> Outcome<Baseline> {
+    let (api, registry, count) = (&fixture.api, &fixture.registry, fleet.count);
+    let mark = registry.mark();
+    let sample = P3_BASELINE_SAMPLE.min(count);
+    for i in 0..sample {
+        let name = service(i * count / sample);
+        skopeo_copy(
+            &fixture.host,
+            &repository_path(&name),
+            short(&p3.revision),
+            "latest",
+        )
+        .await?;
+    }
+    let sample_requests = registry.requests_since(mark).len();
+    let registry_scaled = sample_requests as f64 * count as f64 / sample as f64;
+    api.reset_counters();
+    let started = Instant::now();
+    fleet.redeploy(&fixture.client, &p3.revision).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let writes = api.count_writes("deployments");
+    report.baseline(json!({
+        "p3_skopeo_sample": sample, "p3_skopeo_sample_requests": sample_requests,
+        "p3_registry_requests_scaled": registry_scaled,
+        "p3_redeploy_writes": writes.requests, "p3_redeploy_changed": writes.changed,
+        "p3_redeploy_seconds": seconds}));
+    Ok(Baseline {
+        writes,
+        sample,
+        sample_requests,
+        registry_scaled,
+        seconds,
+    })
+}
+
+pub fn rows(report: &mut Report, count: usize, p3: &P3, base: &Baseline) {
+    report.row(
+        &format!("P3 Jobs created, 1 of {count} changed"),
+        Some(p3.jobs as f64),
+        Some(count as f64),
+        &format!("report ({count} today; 1 with input-based skipping)"),
+        None,
+        "",
+    );
+    report.row(
+        "P3 promotions",
+        Some(p3.promotions),
+        Some(count as f64),
+        "1",
+        Some(p3.promotions == 1.0),
+        "",
+    );
+    report.row(
+        "P3 target writes",
+        Some(p3.target_writes as f64),
+        Some(base.writes.requests as f64),
+        "1",
+        Some(p3.target_writes == 1),
+        "",
+    );
+    report.row(
+        "P3 registry requests",
+        Some(p3.registry.len() as f64),
+        Some(base.registry_scaled),
+        "report",
+        None,
+        "",
+    );
+    report.row(
+        "P3 time until every status settles",
+        Some(p3.settle_seconds),
+        None,
+        "report",
+        None,
+        " s",
+    );
+    report.note(format!(
+        "P3: {count} ServiceBuilds patched to the new commit in {:.1}s, all settled after \
+         {:.1}s ({:?}); promotions counts ServiceBuilds whose current digest \
+         comes from the new commit (monoship_promotions_total rose by {}, \
+         monoship_unchanged_builds_total by {}); monoship's registry requests: {}. \
+         Baseline: every \
+         service rebuilt (Jobs = {count}) and redeployed: `latest` moved by skopeo copy, measured \
+         on {} services ({} requests) and scaled to {count}; Deployment writes measured on \
+         all {count} ({} changed, {:.1}s). Builds are instant here, so there is \
+         no baseline for the settle time; the build pushes are counted on neither side.",
+        p3.patch_seconds,
+        p3.settle_seconds,
+        p3.phases,
+        p3.promotions_metric,
+        p3.unchanged_metric,
+        classes_text(&classes(&p3.registry), 1),
+        base.sample,
+        base.sample_requests,
+        base.writes.changed,
+        base.seconds,
+    ));
+}
