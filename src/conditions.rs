@@ -29,6 +29,7 @@ pub mod reasons {
     // A person must act.
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const BUILD_POD_REJECTED: &str = "BuildPodRejected";
+    pub const JOB_NOT_OWNED: &str = "JobNotOwned";
     pub const KUBERNETES_API_FORBIDDEN: &str = "KubernetesAPIForbidden";
     pub const KUBERNETES_API_INVALID: &str = "KubernetesAPIInvalid";
     pub const CROSS_NAMESPACE_TARGET_REFUSED: &str = "CrossNamespaceTargetRefused";

@@ -302,7 +302,11 @@ async fn a_leader_that_cannot_renew_stops_acting() {
     assert!(failing_renewals > 0, "the leader stopped renewing");
     assert_wrote_nothing(&seed, &leader_id);
     assert_wrote_nothing(&seed, &standby_id);
-    let banana_job = job_name("banana", &rev2, None);
+    let uid = seed.get("banana").await["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let banana_job = job_name("banana", &uid, &rev2, None, None);
     assert!(
         !seed.jobs().await.contains(&banana_job),
         "banana's Job for {rev2} exists"

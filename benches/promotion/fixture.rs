@@ -313,7 +313,7 @@ pub fn repository_path(service: &str) -> String {
     format!("bench/{service}")
 }
 
-fn servicebuilds(client: &Client) -> Api<DynamicObject> {
+pub fn servicebuilds(client: &Client) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), NAMESPACE, &servicebuild_resource())
 }
 

@@ -62,9 +62,15 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     }
     // Let the watch list what exists.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let uid = crate::fixture::servicebuilds(client)
+        .get(&target)
+        .await?
+        .metadata
+        .uid
+        .unwrap_or_default();
     let mut latencies = Vec::new();
     for rev in &revisions {
-        let name = monoship::build::job_name(&target, rev, None);
+        let name = monoship::build::job_name(&target, &uid, rev, None, None);
         let changed = Instant::now();
         set_revision(client, &target, rev).await?;
         let deadline = changed + Duration::from_secs(30);

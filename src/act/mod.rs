@@ -76,7 +76,9 @@ impl Actor<'_> {
             | Plan::StartPromotion { .. } => Acted::default(),
             Plan::CreateJob => {
                 let previous = observed.status.build.as_ref().map(|b| b.job_name.as_str());
-                build::create_build_job(self, previous).await.into()
+                build::create_build_job(self, observed.wanted, previous)
+                    .await
+                    .into()
             }
             Plan::ResolveDigest => image::resolve_build_digest(self).await.into(),
             Plan::Promote { digest } => image::promote(self, digest).await,

@@ -27,6 +27,10 @@ pub struct ServiceBuildStatus {
     /// Each target's pin.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<TargetStatus>,
+    /// The last value of the `monoship.dev/rebuild` annotation that started a build; another
+    /// value starts one again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_rebuild: Option<String>,
     /// Recent builds, newest first, at most `historyLimit`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,

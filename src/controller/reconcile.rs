@@ -18,9 +18,7 @@ use super::observe::accepting_namespaces;
 use super::{Context, STALLED_RETRY};
 use crate::act::build::{diagnose, find_job, observe_job, wanted_build};
 use crate::act::{Acted, Actor};
-use crate::api::{
-    FIELD_MANAGER, Phase, REBUILD_ANNOTATION, ServiceBuild, ServiceBuildStatus, short_revision,
-};
+use crate::api::{FIELD_MANAGER, Phase, ServiceBuild, ServiceBuildStatus, short_revision};
 use crate::conditions::reasons;
 use crate::metrics::ResultLabels;
 use crate::pipeline::decide::{Plan, decide};
@@ -72,8 +70,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     let namespace = sb.namespace().ok_or_else(|| {
         Error::stalled(reasons::INVALID_SPEC, "a ServiceBuild must be namespaced")
     })?;
-    let rebuild = sb.annotations().get(REBUILD_ANNOTATION).map(String::as_str);
-    let wanted = wanted_build(&sb, rebuild);
+    let wanted = wanted_build(&sb, sb.status.as_ref().unwrap_or(&Default::default()));
     let actor = Actor {
         client: &ctx.client,
         registry: &ctx.registry,
@@ -88,6 +85,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         sb: &sb,
         namespace: &namespace,
         written: sb.status.clone().unwrap_or_default(),
+        resource_version: sb.resource_version(),
         events: Vec::new(),
     };
     let accepting = accepting_namespaces(
@@ -113,7 +111,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         let job = if build_is_finished(&status, &wanted) {
             ObservedJob::missing()
         } else {
-            match find_job(&ctx.client, &namespace, &wanted.job_name).await {
+            match find_job(&ctx.client, &namespace, &wanted.job_name, &sb).await {
                 Ok(job) => {
                     let mut observed = observe_job(job.as_ref());
                     if let Some(job) = job.as_ref().filter(|_| observed.waiting_for_pod) {
@@ -166,7 +164,8 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
             Plan::ResolveDigest | Plan::StartPromotion { .. } => None,
         };
         if plan.writes_before_next() || action.is_some() {
-            if let Err(error) = writer.write(recorded, &mut status).await {
+            let conditional = plan.writes_before_next();
+            if let Err(error) = writer.write_if(recorded, &mut status, conditional).await {
                 // The write that starts a promotion failed: nothing moved; show the fault.
                 let fault = Fault::from(&error);
                 let recorded = record_fault(&facts.observed(&status, &job), &fault, &now);
@@ -264,6 +263,8 @@ struct Writer<'a> {
     namespace: &'a str,
     /// What the API server has.
     written: ServiceBuildStatus,
+    /// The ServiceBuild's resourceVersion as read, or as this reconcile's last write left it.
+    resource_version: Option<String>,
     /// Events recorded by steps whose status is not written yet.
     events: Vec<Note>,
 }
@@ -272,16 +273,32 @@ impl Writer<'_> {
     /// Write `recorded.status` if it differs from what the API server has, then publish every
     /// Event recorded so far. `status` becomes what was recorded.
     async fn write(&mut self, recorded: Recorded, status: &mut ServiceBuildStatus) -> Result<()> {
+        self.write_if(recorded, status, false).await
+    }
+
+    /// [`Writer::write`]; when `conditional`, only if the ServiceBuild is still the one this
+    /// reconcile read (its resourceVersion is a precondition of the write): a spec changed in
+    /// between makes it fail with 409 Conflict, so nothing that follows acts on an old spec.
+    async fn write_if(
+        &mut self,
+        recorded: Recorded,
+        status: &mut ServiceBuildStatus,
+        conditional: bool,
+    ) -> Result<()> {
         self.events.extend(recorded.events);
         *status = recorded.status;
         self.ctx.leadership.ensure()?;
         if *status != self.written {
             let api: Api<ServiceBuild> = Api::namespaced(self.ctx.client.clone(), self.namespace);
-            let body = json!({
+            let mut body = json!({
                 "apiVersion": "monoship.dev/v1alpha1",
                 "kind": "ServiceBuild",
                 "status": status,
             });
+            if let Some(version) = self.resource_version.as_ref().filter(|_| conditional) {
+                body["metadata"] =
+                    json!({ "name": self.sb.name_any(), "resourceVersion": version });
+            }
             let updated = api
                 .patch_status(
                     &self.sb.name_any(),
@@ -290,6 +307,7 @@ impl Writer<'_> {
                 )
                 .await?;
             self.ctx.remember_write(&updated);
+            self.resource_version = updated.resource_version();
             self.written = status.clone();
         }
         self.publish().await;

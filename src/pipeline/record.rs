@@ -173,6 +173,9 @@ impl Step<'_> {
                 ),
                 ..BuildStatus::default()
             });
+            if wanted.rebuild.is_some() {
+                self.status.last_handled_rebuild = wanted.rebuild.clone();
+            }
             self.condition(
                 types::BUILT,
                 false,

@@ -13,7 +13,8 @@ use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use crate::api::{
-    CHECKOUT_ANNOTATION, REVISION_LABEL, SERVICEBUILD_LABEL, ServiceBuild, short_revision,
+    CHECKOUT_ANNOTATION, REBUILD_ANNOTATION, REVISION_LABEL, SERVICEBUILD_LABEL, ServiceBuild,
+    ServiceBuildStatus, short_revision,
 };
 use crate::conditions::reasons;
 use crate::pipeline::observe::{JobState, ObservedJob, WantedBuild};
@@ -37,14 +38,30 @@ pub struct BuildSettings {
     pub checkout_image: String,
 }
 
-/// The deterministic name of the build Job of `revision` (and `rebuild` token):
-/// the ServiceBuild's name, cut to fit, and a short hash, at most 63 characters.
-pub fn job_name(servicebuild: &str, revision: &str, rebuild: Option<&str>) -> String {
+/// The deterministic name of a build Job: the ServiceBuild's name, cut to fit, and a short hash
+/// of the ServiceBuild's uid, the revision, the rebuild token and the Job it replaces; at most 63
+/// characters. The uid keeps two ServiceBuilds with a long shared prefix building one commit
+/// apart; the replaced Job keeps a rebuild with an old token from meeting that token's old Job.
+pub fn job_name(
+    servicebuild: &str,
+    uid: &str,
+    revision: &str,
+    rebuild: Option<&str>,
+    replaces: Option<&str>,
+) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(revision.as_bytes());
+    for part in [uid, revision] {
+        hasher.update(part.as_bytes());
+        hasher.update(b"\0");
+    }
     if let Some(token) = rebuild {
-        hasher.update(b"\0rebuild\0");
+        hasher.update(b"rebuild\0");
         hasher.update(token.as_bytes());
+        hasher.update(b"\0");
+    }
+    if let Some(job) = replaces {
+        hasher.update(b"replaces\0");
+        hasher.update(job.as_bytes());
     }
     let hash: String = hasher
         .finalize()
@@ -71,14 +88,43 @@ pub fn push_reference(sb: &ServiceBuild) -> String {
     )
 }
 
-/// The build the ServiceBuild asks for now: its revision, rebuild token, Job name and image.
-pub fn wanted_build(sb: &ServiceBuild, rebuild: Option<&str>) -> WantedBuild {
+/// The build the ServiceBuild asks for now, given its status as read.
+///
+/// A value of the `monoship.dev/rebuild` annotation other than the last one handled
+/// (`status.lastHandledRebuild`) asks for a new build of the revision now. Otherwise the
+/// recorded build of the revision is the wanted one, whatever the annotation says (removing it
+/// changes nothing); a revision not built yet gets a build of its own.
+pub fn wanted_build(sb: &ServiceBuild, status: &ServiceBuildStatus) -> WantedBuild {
     let revision = sb.spec.source.revision.clone();
-    WantedBuild {
-        job_name: job_name(&sb.name_any(), &revision, rebuild),
-        image: push_reference(sb),
-        rebuild: rebuild.map(str::to_owned),
-        revision,
+    let image = push_reference(sb);
+    let uid = sb.uid().unwrap_or_else(|| sb.name_any());
+    let recorded = status.build.as_ref().filter(|b| b.revision == revision);
+    let requested = sb
+        .annotations()
+        .get(REBUILD_ANNOTATION)
+        .filter(|token| status.last_handled_rebuild.as_ref() != Some(*token));
+    if let Some(token) = requested {
+        let replaces = recorded.map(|b| b.job_name.as_str());
+        return WantedBuild {
+            job_name: job_name(&sb.name_any(), &uid, &revision, Some(token), replaces),
+            rebuild: Some(token.clone()),
+            revision,
+            image,
+        };
+    }
+    match recorded {
+        Some(build) => WantedBuild {
+            job_name: build.job_name.clone(),
+            rebuild: build.rebuild.clone(),
+            revision,
+            image,
+        },
+        None => WantedBuild {
+            job_name: job_name(&sb.name_any(), &uid, &revision, None, None),
+            rebuild: None,
+            revision,
+            image,
+        },
     }
 }
 
@@ -126,12 +172,8 @@ pub fn job_state(job: Option<&Job>) -> JobState {
     JobState::Running
 }
 
-/// The build Job of the ServiceBuild's current revision.
-pub fn build_job(
-    sb: &ServiceBuild,
-    rebuild: Option<&str>,
-    settings: &BuildSettings,
-) -> Result<Job> {
+/// The build Job of the wanted build.
+pub fn build_job(sb: &ServiceBuild, wanted: &WantedBuild, settings: &BuildSettings) -> Result<Job> {
     let name = sb.name_any();
     let namespace = sb.namespace().unwrap_or_default();
     let spec = &sb.spec;
@@ -142,7 +184,7 @@ pub fn build_job(
             "the ServiceBuild has no uid yet; it cannot own a build Job",
         )
     })?;
-    let job_name = job_name(&name, revision, rebuild);
+    let job_name = wanted.job_name.clone();
 
     let mut labels = BTreeMap::new();
     labels.insert(SERVICEBUILD_LABEL.to_owned(), name.clone());

@@ -13,36 +13,58 @@ use tracing::{debug, info};
 
 use super::targets::kubernetes::{self, Workload};
 use super::{Actor, image, secrets};
-use crate::Result;
 use crate::api::{SERVICEBUILD_LABEL, ServiceBuild};
+use crate::conditions::reasons;
 use crate::pipeline::observe::JobState;
+use crate::pipeline::observe::WantedBuild;
 use crate::pipeline::outcome::Outcome;
+use crate::{Error, Result};
 
 fn jobs(client: &Client, namespace: &str) -> Api<Job> {
     Api::namespaced(client.clone(), namespace)
 }
 
-/// The Job named `name`, if it exists.
-pub async fn find_job(client: &Client, namespace: &str, name: &str) -> Result<Option<Job>> {
-    Ok(jobs(client, namespace).get_opt(name).await?)
+/// The Job named `name`, if it exists. A Job of that name that `sb` does not own is not its
+/// build: that is a stall (the name is taken), never a result to act on.
+pub async fn find_job(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    sb: &ServiceBuild,
+) -> Result<Option<Job>> {
+    let found = jobs(client, namespace).get_opt(name).await?;
+    match found {
+        Some(job) if !owned_by(&job, sb) => Err(Error::stalled(
+            reasons::JOB_NOT_OWNED,
+            format!(
+                "Job {namespace}/{name} exists but is not owned by this ServiceBuild; monoship \
+                 never acts on it. Delete it, or set a new value of the monoship.dev/rebuild \
+                 annotation to build under another name"
+            ),
+        )),
+        found => Ok(found),
+    }
 }
 
 /// Create the wanted build's Job (a Job already there counts as created), after checking that
 /// everything it references exists and deleting the Jobs it supersedes. `previous` is the Job
 /// of the last recorded build, which is kept when it has finished.
-pub async fn create_build_job(actor: &Actor<'_>, previous: Option<&str>) -> Result<Outcome> {
+pub async fn create_build_job(
+    actor: &Actor<'_>,
+    wanted: &WantedBuild,
+    previous: Option<&str>,
+) -> Result<Outcome> {
     check_references(actor).await?;
-    let rebuild = actor.sb.annotations().get(crate::api::REBUILD_ANNOTATION);
-    let job = build_job(actor.sb, rebuild.map(String::as_str), actor.build)?;
+    let job = build_job(actor.sb, wanted, actor.build)?;
     let name = job.name_any();
     actor.leadership.ensure()?;
     let superseded = supersede_jobs(actor, &name, previous).await?;
-    match jobs(actor.client, actor.namespace)
-        .create(&PostParams::default(), &job)
-        .await
-    {
+    let api = jobs(actor.client, actor.namespace);
+    match api.create(&PostParams::default(), &job).await {
         Ok(_) => info!(job = %name, "created build Job"),
         Err(kube::Error::Api(status)) if status.code == 409 => {
+            // Only a Job this ServiceBuild owns is its build; never adopt another's result.
+            find_job(actor.client, actor.namespace, &name, actor.sb).await?;
             debug!(job = %name, "build Job already exists")
         }
         Err(error) => return Err(error.into()),

@@ -20,6 +20,10 @@ fn servicebuild(template: serde_json::Value) -> ServiceBuild {
     sb
 }
 
+fn wanted(sb: &ServiceBuild) -> WantedBuild {
+    wanted_build(sb, &ServiceBuildStatus::default())
+}
+
 fn settings() -> BuildSettings {
     BuildSettings {
         checkout_image: "alpine/git:test".into(),
@@ -37,14 +41,25 @@ fn env_of(container: &Container) -> BTreeMap<String, String> {
 
 #[test]
 fn job_names_are_deterministic_short_and_distinct() {
-    let a = job_name("banana", REV, None);
-    assert_eq!(a, job_name("banana", REV, None));
+    let name = |sb: &str, uid: &str, rev: &str, token: Option<&str>, replaces: Option<&str>| {
+        job_name(sb, uid, rev, token, replaces)
+    };
+    let a = name("banana", "u-1", REV, None, None);
+    assert_eq!(a, name("banana", "u-1", REV, None, None));
+    // Another ServiceBuild of the same name prefix (another uid) builds under another name.
+    assert_ne!(a, name("banana", "u-2", REV, None, None));
+    // A rebuild with a token already used once replaces another Job: another name.
+    let again = name("banana", "u-1", REV, Some("1"), Some("banana-aaaa"));
+    assert_ne!(
+        again,
+        name("banana", "u-1", REV, Some("1"), Some("banana-bbbb"))
+    );
     assert!(a.starts_with("banana-") && a.len() == "banana-".len() + HASH_LEN);
-    assert_ne!(a, job_name("banana", &REV.replace('0', "f"), None));
-    assert_ne!(a, job_name("banana", REV, Some("1")));
-    let long = job_name(&"x".repeat(80), REV, None);
+    assert_ne!(a, name("banana", "u-1", &REV.replace('0', "f"), None, None));
+    assert_ne!(a, name("banana", "u-1", REV, Some("1"), None));
+    let long = name(&"x".repeat(80), "u-1", REV, None, None);
     assert!(long.len() <= 63, "{long}");
-    let dashed = job_name(&format!("{}-y", "x".repeat(51)), REV, None);
+    let dashed = name(&format!("{}-y", "x".repeat(51)), "u-1", REV, None, None);
     assert!(!dashed.contains("--"), "{dashed}");
 }
 
@@ -53,11 +68,11 @@ fn the_job_carries_owner_labels_limits_env_and_mounts() {
     let sb = servicebuild(json!({"spec": {"containers": [
         {"name": "build", "image": "builder", "env": [{"name": "MONOSHIP_IMAGE", "value": "user-set"}]}
     ]}}));
-    let job = build_job(&sb, None, &settings()).unwrap();
+    let job = build_job(&sb, &wanted(&sb), &settings()).unwrap();
     let meta = &job.metadata;
     assert_eq!(
         meta.name.as_deref(),
-        Some(job_name("banana", REV, None).as_str())
+        Some(job_name("banana", "u-1", REV, None, None).as_str())
     );
     assert_eq!(meta.labels.as_ref().unwrap()[SERVICEBUILD_LABEL], "banana");
     assert_eq!(meta.labels.as_ref().unwrap()[REVISION_LABEL], REV);
@@ -134,7 +149,7 @@ fn templates_can_opt_out_of_checkout_and_ask_for_a_token() {
         "metadata": {"annotations": {CHECKOUT_ANNOTATION: "false"}},
         "spec": {"automountServiceAccountToken": true, "containers": [{"name": "build"}]}
     }));
-    let pod = build_job(&sb, None, &settings())
+    let pod = build_job(&sb, &wanted(&sb), &settings())
         .unwrap()
         .spec
         .unwrap()
@@ -148,7 +163,7 @@ fn templates_can_opt_out_of_checkout_and_ask_for_a_token() {
 #[test]
 fn a_template_without_containers_is_a_stalled_error() {
     let sb = servicebuild(json!({"spec": {"containers": []}}));
-    let error = build_job(&sb, None, &settings()).unwrap_err();
+    let error = build_job(&sb, &wanted(&sb), &settings()).unwrap_err();
     assert_eq!(error.reason(), reasons::INVALID_SPEC);
 }
 
@@ -262,7 +277,7 @@ fn a_compliant_template_yields_a_restricted_pod() {
             "runAsUser": 1000, "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}
         }}]
     }}));
-    let pod = build_job(&sb, None, &settings())
+    let pod = build_job(&sb, &wanted(&sb), &settings())
         .unwrap()
         .spec
         .unwrap()
@@ -282,7 +297,7 @@ fn a_compliant_template_yields_a_restricted_pod() {
 
     // The checker is not vacuous: a template that is not compliant is caught.
     let loose = servicebuild(json!({"spec": {"containers": [{"name": "build"}]}}));
-    let pod = build_job(&loose, None, &settings())
+    let pod = build_job(&loose, &wanted(&loose), &settings())
         .unwrap()
         .spec
         .unwrap()

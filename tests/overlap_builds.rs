@@ -1,0 +1,189 @@
+//! Builds when things overlap: ServiceBuilds whose names share a long prefix, the rebuild
+//! annotation set, removed and set again, and a revision that changes while a promotion
+//! starts. Each test failed on the controller before the fix it names.
+
+mod common;
+
+use std::time::Duration;
+
+use monoship_testkit::apiserver::FaultRule;
+use monoship_testkit::scenario::Seed;
+use serde_json::{Value, json};
+
+use common::{create, merge, phase, wait_for};
+
+fn job_creates(seed: &Seed) -> usize {
+    seed.api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "jobs" && w.verb == "create" && w.changed)
+        .count()
+}
+
+fn job_name(object: &Value) -> String {
+    object["status"]["build"]["jobName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Two ServiceBuilds whose names share their first 52 characters build the same commit: each
+/// gets its own Job (the Job name hashes the ServiceBuild's uid), and neither adopts the
+/// other's result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn servicebuilds_with_a_long_shared_prefix_get_their_own_jobs() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let revision = seed.repo.head();
+    let prefix = "banana-service-with-a-name-long-enough-to-be-cut-off";
+    assert!(prefix.len() >= 52);
+    let mut names = Vec::new();
+    for (suffix, service) in [("-one", "banana"), ("-two", "orange")] {
+        let name = format!("{prefix}{suffix}");
+        let mut object = seed.servicebuild(service, &revision);
+        object["metadata"]["name"] = json!(name);
+        create(&seed, object).await;
+        names.push(name);
+    }
+    let mut jobs = Vec::new();
+    for name in &names {
+        let done = wait_for(&seed, name, "Promoted", |o| phase(o) == "Promoted").await;
+        jobs.push(job_name(&done));
+    }
+    assert_ne!(jobs[0], jobs[1], "one Job each");
+    assert_eq!(job_creates(&seed), 2);
+    assert_eq!(seed.runner.runs(), 2, "both builds ran");
+    controller.stop().await;
+}
+
+/// The rebuild annotation is a trigger: a new value builds again now; removing it, or setting
+/// the value already handled, changes nothing; an old value set again after another one builds
+/// anew instead of finding that value's old Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rebuild_annotation_triggers_and_never_resurrects() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_millis(300)).await;
+    let revision = seed.repo.head();
+    let good = seed.servicebuild("banana", &revision)["spec"]["build"].clone();
+    let mut failing = seed.servicebuild("banana", &revision);
+    failing["spec"]["build"]["template"]["spec"]["containers"][0]["command"] =
+        json!(["sh", "-c", "exit 3"]);
+    create(&seed, failing).await;
+    let failed = wait_for(&seed, "banana", "Failed", |o| phase(o) == "Failed").await;
+    let failed_job = job_name(&failed);
+
+    let rebuild =
+        |value: Value| json!({"metadata": {"annotations": {"monoship.dev/rebuild": value}}});
+    merge(&seed, "banana", json!({"spec": {"build": good}})).await;
+    merge(&seed, "banana", rebuild(json!("1"))).await;
+    let first = wait_for(&seed, "banana", "Promoted after rebuild 1", |o| {
+        phase(o) == "Promoted" && o["status"]["lastHandledRebuild"] == "1"
+    })
+    .await;
+    let job_1 = job_name(&first);
+    assert_ne!(job_1, failed_job);
+    assert_eq!(job_creates(&seed), 2);
+
+    // Removing the annotation, or setting the value already handled, changes nothing.
+    merge(&seed, "banana", rebuild(Value::Null)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    merge(&seed, "banana", rebuild(json!("1"))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = seed.get("banana").await;
+    assert_eq!(phase(&still), "Promoted", "{:#}", still["status"]);
+    assert_eq!(job_name(&still), job_1);
+    assert_eq!(job_creates(&seed), 2, "no build, no resurrected failure");
+
+    // A new value builds again; the old value set again after it builds again too, as a Job
+    // of its own.
+    merge(&seed, "banana", rebuild(json!("2"))).await;
+    let second = wait_for(&seed, "banana", "settled after rebuild 2", |o| {
+        o["status"]["lastHandledRebuild"] == "2" && matches!(phase(o), "Promoted" | "Unchanged")
+    })
+    .await;
+    merge(&seed, "banana", rebuild(json!("1"))).await;
+    let third = wait_for(&seed, "banana", "settled after rebuild 1 again", |o| {
+        o["status"]["lastHandledRebuild"] == "1"
+            && job_name(o) != job_name(&second)
+            && matches!(phase(o), "Promoted" | "Unchanged")
+    })
+    .await;
+    let job_1_again = job_name(&third);
+    assert!(
+        ![
+            failed_job.as_str(),
+            job_1.as_str(),
+            job_name(&second).as_str()
+        ]
+        .contains(&job_1_again.as_str()),
+        "{job_1_again} is a new Job"
+    );
+    assert_eq!(job_creates(&seed), 4);
+    controller.stop().await;
+}
+
+/// The status write that starts a promotion is conditional on the object as read: a revision
+/// set while it is on its way aborts it before any tag or target moves, and the newer revision
+/// is promoted instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revision_changed_while_a_promotion_starts_is_never_promoted() {
+    let seed = Seed::start().await;
+    // The first status write (Building) goes through; the next (the start of the promotion)
+    // is held for 3 s, long enough for a newer revision to land.
+    seed.api.inject_fault(
+        FaultRule::new("patch", "servicebuilds")
+            .subresource("status")
+            .name("banana")
+            .after(1)
+            .delay(Duration::from_secs(3))
+            .times(1),
+    );
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let old = seed.repo.head();
+    let short = &old[..12];
+    seed.set_service_revision("banana", &old).await;
+    // Wait until the old build's digest was resolved: the promotion's first write is next.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !seed
+        .registry
+        .requests()
+        .iter()
+        .any(|r| r.method == "HEAD" && r.path == format!("/v2/shop/banana/manifests/{short}"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no digest resolution"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let newer = seed.change_service("banana", "newer\n");
+    seed.set_service_revision("banana", &newer).await;
+
+    let done = wait_for(&seed, "banana", "Promoted at the newer revision", |o| {
+        phase(o) == "Promoted" && o["status"]["build"]["revision"] == newer.as_str()
+    })
+    .await;
+    let history = done["status"]["history"].as_array().unwrap();
+    assert!(
+        history.iter().all(|h| h["revision"] != old.as_str()),
+        "the older revision was never promoted: {history:#?}"
+    );
+    let pins = seed
+        .api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "deployments" && w.changed && w.verb != "create")
+        .count();
+    assert_eq!(
+        pins, 1,
+        "the Deployment was pinned once, to the newer digest"
+    );
+    let latest_puts = seed
+        .registry
+        .requests()
+        .iter()
+        .filter(|r| r.is_manifest_put("shop/banana", "latest"))
+        .count();
+    assert_eq!(latest_puts, 1, "latest moved once, to the newer digest");
+    controller.stop().await;
+}
