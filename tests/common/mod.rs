@@ -8,7 +8,7 @@ use std::time::Duration;
 use monoship::app::{self, Options};
 use monoship::controller::Settings;
 use monoship::metrics::Metrics;
-use monoship_testkit::scenario::Seed;
+use monoship_testkit::scenario::Fixture;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -62,7 +62,7 @@ impl Running {
     }
 }
 
-pub fn settings(seed: &Seed, resync: Duration) -> Settings {
+pub fn settings(seed: &Fixture, resync: Duration) -> Settings {
     Settings {
         insecure_registries: vec![seed.registry.host()],
         resync,
@@ -70,7 +70,7 @@ pub fn settings(seed: &Seed, resync: Duration) -> Settings {
     }
 }
 
-pub async fn start(seed: &Seed, resync: Duration) -> Running {
+pub async fn start(seed: &Fixture, resync: Duration) -> Running {
     start_with(seed.client.clone(), settings(seed, resync), None).await
 }
 

@@ -9,8 +9,6 @@ use kube::api::{Api, ListParams, PostParams};
 use monoship_testkit::envtest::kubelet::{Kubelet, KubeletOptions};
 use serde_json::json;
 
-use crate::envtest;
-
 async fn job_condition(jobs: &Api<Job>, name: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -6,8 +6,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod harness;
-
 /// The shared control plane, or return from the test (it is reported as skipped).
 macro_rules! envtest {
     () => {
@@ -17,4 +15,53 @@ macro_rules! envtest {
         }
     };
 }
-pub(crate) use envtest;
+
+mod harness;
+
+mod seed;
+
+/// Tests whose controller watches one namespace hold this for reading; a test whose controller
+/// watches every namespace (as the chart installs it) holds it for writing, so that it never
+/// reconciles another test's ServiceBuilds while that test counts writes.
+pub static NAMESPACED: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Install the ServiceBuild CRD (crds/servicebuild.yaml) with server-side apply, as often as
+/// tests ask, and wait until it is served.
+pub async fn install_crd(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/servicebuild.yaml"
+    ))
+    .expect("crds/servicebuild.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("a CRD");
+    let name = crd.metadata.name.clone().expect("a name");
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        &name,
+        &PatchParams::apply("monoship-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("the CRD is applied");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let crd = api.get(&name).await.expect("the CRD exists");
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the CRD is not Established within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
