@@ -16,6 +16,10 @@ macro_rules! envtest {
     };
 }
 
+#[path = "../crd_cases/mod.rs"]
+mod crd_cases;
+
+mod crd;
 mod harness;
 
 mod seed;
