@@ -21,6 +21,7 @@ mod crd_cases;
 
 mod crd;
 mod harness;
+mod rbac;
 
 mod seed;
 
