@@ -20,6 +20,7 @@ macro_rules! envtest {
 mod crd_cases;
 
 mod crd;
+mod gaps;
 mod harness;
 mod rbac;
 
