@@ -151,9 +151,12 @@ impl Envtest {
             .name("envtest-supervisor".into())
             .spawn(move || {
                 let started = supervise(&assets);
-                let ok = started.is_ok();
+                let failed = started.is_err();
                 let _ = tx.send(started);
-                while ok {
+                if failed {
+                    return;
+                }
+                loop {
                     std::thread::park();
                 }
             })
