@@ -79,17 +79,17 @@ async fn kubelet_runs_job_pods_and_the_job_controller_finishes_the_jobs() {
     let kubelet = Kubelet::start(admin.clone(), &namespace, KubeletOptions::default()).await;
     let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
     let message_dir = tempfile::tempdir().unwrap();
-    let message = message_dir.path().join("message");
     for (name, script) in [
-        ("ok", format!("echo sha256:abc > {}", message.display())),
+        ("ok", "echo sha256:abc > \"$0\"".to_owned()),
         ("fails", "echo broken >&2; exit 3".to_owned()),
     ] {
+        let message = message_dir.path().join(name);
         let job: Job = serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"backoffLimit": 0, "template": {"spec": {
                 "restartPolicy": "Never",
                 "initContainers": [{"name": "init", "image": "x", "command": ["sh", "-c", "test -d \"$MONOSHIP_WORKSPACE\""]}],
-                "containers": [{"name": "main", "image": "x", "command": ["sh", "-c", script],
+                "containers": [{"name": "main", "image": "x", "command": ["sh", "-c", script, message],
                                 "terminationMessagePath": message,
                                 "terminationMessagePolicy": "FallbackToLogsOnError"}]
             }}}

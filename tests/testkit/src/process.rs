@@ -127,22 +127,35 @@ const MESSAGE_LIMIT: u64 = 4096;
 const FALLBACK_LINES: usize = 80;
 const FALLBACK_BYTES: usize = 2048;
 
+fn message_path(container: &Container) -> &str {
+    container
+        .termination_message_path
+        .as_deref()
+        .unwrap_or("/dev/termination-log")
+}
+
+/// What identifies one version of a file: inode, size and modification time.
+type FileVersion = Option<(u64, u64, Option<std::time::SystemTime>)>;
+
+fn file_version(path: &str) -> FileVersion {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.ino(), metadata.len(), metadata.modified().ok()))
+}
+
 /// The termination message as a kubelet reads it: the file at `terminationMessagePath` (only
-/// if written during this run, since a local path may be shared), at most 4096 bytes.
+/// if written during this run, since a local path may be shared: `before` is the file's
+/// version when the container started), at most 4096 bytes.
 fn termination_message(
     container: &Container,
-    started: std::time::SystemTime,
+    before: FileVersion,
     failed: bool,
     output: &Mutex<VecDeque<String>>,
 ) -> Option<String> {
     use std::io::Read as _;
-    let path = container
-        .termination_message_path
-        .as_deref()
-        .unwrap_or("/dev/termination-log");
-    let fresh = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .is_ok_and(|modified| modified >= started);
+    let path = message_path(container);
+    let after = file_version(path);
+    let fresh = after.is_some() && after != before;
     let mut text = String::new();
     if fresh && let Ok(file) = std::fs::File::open(path) {
         let mut bytes = Vec::new();
@@ -178,7 +191,7 @@ async fn run_container(
     let label = format!("{}[{}]", run.label, container.name);
     let label = label.as_str();
     let started_at = now();
-    let started = std::time::SystemTime::now();
+    let message_before = file_version(message_path(container));
     let exit = |stop: Stop, exit_code: i32, detail: String, message: Option<String>| Exit {
         name: container.name.clone(),
         stop,
@@ -283,7 +296,7 @@ async fn run_container(
             Some(match status {
                 Ok(s) => {
                     let code = s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0));
-                    let message = termination_message(container, started, code != 0, &output);
+                    let message = termination_message(container, message_before, code != 0, &output);
                     exit(Stop::Exited, code, s.to_string(), message)
                 }
                 Err(e) => exit(Stop::StartError, 128, format!("waiting for the process failed: {e}"), None),
