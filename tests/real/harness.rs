@@ -75,7 +75,12 @@ async fn admin_and_service_account_clients_see_rbac() {
 async fn kubelet_runs_job_pods_and_the_job_controller_finishes_the_jobs() {
     let env = envtest!();
     let admin = env.client().await;
+    let begin = std::time::Instant::now();
     let namespace = env.namespace(&admin, "kubelet", &[]).await;
+    eprintln!(
+        "a namespace with its default ServiceAccount in {:.1} s",
+        begin.elapsed().as_secs_f64()
+    );
     let kubelet = Kubelet::start(admin.clone(), &namespace, KubeletOptions::default()).await;
     let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
     let message_dir = tempfile::tempdir().unwrap();
