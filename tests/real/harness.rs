@@ -140,3 +140,62 @@ async fn kubelet_runs_job_pods_and_the_job_controller_finishes_the_jobs() {
         rss
     );
 }
+
+/// Deleting a running Job (as monoship does when a newer revision supersedes a build): the
+/// garbage collector marks its pod for deletion, the kubelet kills the process and confirms,
+/// and the pod is gone.
+#[tokio::test]
+async fn kubelet_kills_and_removes_a_deleted_pod() {
+    let env = envtest!();
+    let admin = env.client().await;
+    let namespace = env.namespace(&admin, "deleted", &[]).await;
+    let _kubelet = Kubelet::start(admin.clone(), &namespace, KubeletOptions::default()).await;
+    let marker = tempfile::tempdir().unwrap();
+    let started = marker.path().join("started");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "long"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "x",
+                            "command": ["sh", "-c", "echo $$ > \"$0\"; exec sleep 600", started]}]
+        }}}
+    }))
+    .unwrap();
+    let jobs: Api<Job> = Api::namespaced(admin.clone(), &namespace);
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&started)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the pod never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    jobs.delete("long", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), &namespace);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = pods.list(&ListParams::default()).await.unwrap().items;
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pods left: {:#?}",
+            left.iter()
+                .map(|p| (&p.metadata.name, &p.metadata.deletion_timestamp))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pid = std::fs::read_to_string(&started).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let running = stat
+        .split_whitespace()
+        .nth(2)
+        .is_some_and(|state| state != "Z");
+    assert!(!running, "the process {} still runs: {stat}", pid.trim());
+}
