@@ -255,3 +255,30 @@ async fn client_side_apply_of_the_crd_is_refused_as_too_long_today() {
         "{stderr}"
     );
 }
+
+/// The defaults of tests/crd.rs's `defaults_are_in_the_schema`, as the real server applies
+/// them to an object that leaves them out.
+#[tokio::test]
+async fn the_real_server_applies_the_schema_defaults() {
+    let env = envtest!();
+    let (_client, api, namespace) = servicebuilds(env).await;
+    let mut object = crd_cases::valid();
+    object["metadata"]["namespace"] = json!(namespace);
+    let spec = object["spec"].as_object_mut().unwrap();
+    spec.remove("historyLimit");
+    spec["image"].as_object_mut().unwrap().remove("revisionTag");
+    spec["build"]
+        .as_object_mut()
+        .unwrap()
+        .remove("timeoutSeconds");
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    let pp = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let created = api.create(&pp, &object).await.expect("admitted");
+    let spec = &created.data["spec"];
+    assert_eq!(spec["historyLimit"], 10);
+    assert_eq!(spec["image"]["revisionTag"], "{shortRevision}");
+    assert_eq!(spec["build"]["timeoutSeconds"], 3600);
+}

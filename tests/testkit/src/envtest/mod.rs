@@ -35,8 +35,6 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
-use certs::Certs;
-
 /// The one line that tells a user without the binaries how to get them.
 pub const HOW_TO_GET_ASSETS: &str = "real-server tests skipped: set KUBEBUILDER_ASSETS to a directory holding kube-apiserver, etcd and kube-controller-manager (`setup-envtest use -p path 1.36.x` fetches kube-apiserver and etcd; add kube-controller-manager of the same version beside them), or run `bash tests/run.sh` next to a ../shared/envtest checkout";
 
@@ -320,18 +318,14 @@ fn supervise(assets: &Path) -> Result<Envtest, String> {
         .map_err(|e| format!("cannot start the cleaner: {e}"))?;
     let cleanup = cleaner.stdin.take().ok_or("no pipe to the cleaner")?;
 
-    let certs = Certs::generate(&dir).map_err(|e| format!("certificates: {e}"))?;
+    certs::generate(&dir).map_err(|e| format!("certificates: {e}"))?;
     let [etcd_port, peer_port, api_port, kcm_port] =
         [free_port()?, free_port()?, free_port()?, free_port()?];
     let server = format!("https://127.0.0.1:{api_port}");
     let write = |file: &str, text: &str| {
         std::fs::write(dir.join(file), text).map_err(|e| format!("{file}: {e}"))
     };
-    write("admin.crt", &certs.admin.cert)?;
-    write("admin.key", &certs.admin.key)?;
-    write("kcm.crt", &certs.controller_manager.cert)?;
-    write("kcm.key", &certs.controller_manager.key)?;
-    let ca = certs.path("ca.crt");
+    let ca = dir.join("ca.crt");
     write(
         "admin.kubeconfig",
         &kubeconfig(
@@ -348,7 +342,6 @@ fn supervise(assets: &Path) -> Result<Envtest, String> {
             json!({"client-certificate": dir.join("kcm.crt"), "client-key": dir.join("kcm.key")}),
         ),
     )?;
-    debug_assert!(!certs.ca.key.is_empty());
 
     let path = |file: &str| dir.join(file).to_string_lossy().into_owned();
     let etcd_url = format!("http://127.0.0.1:{etcd_port}");
