@@ -2,6 +2,9 @@
 //! binaries from `KUBEBUILDER_ASSETS`): one control plane for this whole binary, each test in
 //! namespaces of its own. Without the binaries every test here says it is skipped and passes;
 //! `MONOSHIP_REQUIRE_ENVTEST=1` (CI) turns that into a failure.
+//!
+//! One binary on purpose: each test binary starts its own control plane (a few seconds and
+//! about 500 MiB), so the real-server tests are modules of this one.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -23,7 +26,6 @@ mod crd;
 mod gaps;
 mod harness;
 mod rbac;
-
 mod seed;
 
 /// Tests whose controller watches one namespace hold this for reading; a test whose controller
