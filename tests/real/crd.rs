@@ -225,13 +225,27 @@ async fn the_readme_install_line_installs_the_crd() {
         "`{line}` failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let output = shell(
-        "kubectl wait --for=condition=Established --timeout=30s crd/servicebuilds.monoship.dev && kubectl get sb -A",
-        &env.kubeconfig_path(),
+    let client = env.client().await;
+    crate::crd_established(&client).await;
+    // What kubectl wrote, not only a CRD another test installed.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client);
+    let crd = crds.get("servicebuilds.monoship.dev").await.unwrap();
+    let managers: Vec<String> = crd
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.iter().any(|m| m.starts_with("kubectl")),
+        "no kubectl field manager on the CRD: {managers:?}"
     );
+    let output = shell("kubectl get sb -A", &env.kubeconfig_path());
     assert!(
         output.status.success(),
-        "the CRD is not served after `{line}`: {}",
+        "`kubectl get sb` fails after `{line}`: {}",
         String::from_utf8_lossy(&output.stderr)
     );
 }

@@ -54,11 +54,20 @@ pub async fn install_crd(client: &kube::Client) {
     )
     .await
     .expect("the CRD is applied");
+    crd_established(client).await;
+}
+
+/// Wait until the ServiceBuild CRD is Established (served).
+pub async fn crd_established(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let name = "servicebuilds.monoship.dev";
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let crd = api.get(&name).await.expect("the CRD exists");
+        let crd = api.get_opt(name).await.expect("get the CRD");
         let established = crd
-            .status
+            .and_then(|crd| crd.status)
             .and_then(|s| s.conditions)
             .unwrap_or_default()
             .iter()
