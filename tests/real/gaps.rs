@@ -30,15 +30,25 @@ async fn settled_or_failed_create(seed: &RealSeed, revision: &str) -> Vec<Value>
         if all.len() == SERVICES.len() && all.iter().all(|o| settled_at(o, revision)) {
             return all;
         }
-        let refused: Vec<&Value> = all
+        let refused: Vec<String> = all
             .iter()
-            .flat_map(|o| o["status"]["conditions"].as_array().into_iter().flatten())
-            .filter(|c| {
-                c["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("is invalid:"))
+            .flat_map(|o| {
+                let phase = o["status"]["phase"].clone();
+                let name = o["metadata"]["name"].clone();
+                let conditions = o["status"]["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                conditions.into_iter().filter_map(move |c| {
+                    let message = c["message"].as_str()?;
+                    message.contains("is invalid:").then(|| {
+                        format!(
+                            "{name} (phase {phase}): {} {} {}: {message}",
+                            c["type"], c["status"], c["reason"]
+                        )
+                    })
+                })
             })
-            .map(|c| &c["message"])
             .collect();
         assert!(refused.is_empty(), "a write was refused: {refused:#?}");
         let failed_create: Vec<String> = events
