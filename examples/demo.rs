@@ -147,13 +147,12 @@ async fn main() {
     }
     let Seed {
         api,
-        registry,
         runner,
-        ..
+        fixture,
     } = seed;
     runner.shutdown().await;
     api.shutdown().await;
-    drop(registry);
+    drop(fixture);
 
     println!(
         "Done in {:.1}s; everything stopped.",

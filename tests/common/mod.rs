@@ -9,7 +9,7 @@ use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use monoship::app::{self, Options};
 use monoship::controller::Settings;
 use monoship::metrics::Metrics;
-use monoship_testkit::scenario::Seed;
+use monoship_testkit::scenario::{Fixture, Seed};
 use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,7 @@ impl Running {
     }
 }
 
-pub fn settings(seed: &Seed, resync: Duration) -> Settings {
+pub fn settings(seed: &Fixture, resync: Duration) -> Settings {
     Settings {
         insecure_registries: vec![seed.registry.host()],
         resync,
@@ -72,7 +72,7 @@ pub fn settings(seed: &Seed, resync: Duration) -> Settings {
     }
 }
 
-pub async fn start(seed: &Seed, resync: Duration) -> Running {
+pub async fn start(seed: &Fixture, resync: Duration) -> Running {
     start_with(seed.client.clone(), settings(seed, resync), None).await
 }
 

@@ -27,8 +27,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,9 +37,10 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
+
+use crate::process::{self, Stop, echo, now};
 
 /// What a [`JobHook`] wants done with a Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,20 +63,11 @@ pub type JobHook = Arc<dyn Fn(&Job) -> HookDecision + Send + Sync>;
 
 const MANAGER: &str = "monoship-testkit-jobrunner";
 
-static ECHO: AtomicBool = AtomicBool::new(true);
-
-/// Whether job runners in this process write what they run and its output to stderr (on by
-/// default). `tracing` gets it either way. The demo turns it off to keep its output readable.
+/// Whether job runners (and envtest kubelets) in this process write what they run and its
+/// output to stderr (on by default). `tracing` gets it either way. The demo turns it off to keep
+/// its output readable.
 pub fn echo_to_stderr(on: bool) {
-    ECHO.store(on, Ordering::Relaxed);
-}
-
-macro_rules! echo {
-    ($($arg:tt)*) => {
-        if ECHO.load(Ordering::Relaxed) {
-            eprintln!($($arg)*);
-        }
-    };
+    process::set_echo(on);
 }
 
 /// How a run ended.
@@ -246,12 +237,6 @@ async fn watch_jobs(client: Client, api: Api<Job>, settings: Arc<Settings>) {
     }
 }
 
-fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
 fn condition(type_: &str, reason: &str, message: &str, time: &str) -> Value {
     json!({"type": type_, "status": "True", "reason": reason, "message": message,
            "lastProbeTime": time, "lastTransitionTime": time})
@@ -268,15 +253,6 @@ async fn patch_status(api: &Api<Job>, name: &str, status: Value) {
     {
         tracing::warn!("job runner: status update of {name} failed: {e}");
     }
-}
-
-/// Expand `$(VAR)` references like the kubelet does for command and args.
-fn expand(s: &str, env: &[(String, String)]) -> String {
-    let mut out = s.to_string();
-    for (k, v) in env {
-        out = out.replace(&format!("$({k})"), v);
-    }
-    out
 }
 
 async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: oneshot::Receiver<()>) {
@@ -371,14 +347,16 @@ async fn run_process(
     mut cancel: oneshot::Receiver<()>,
 ) -> Option<Outcome> {
     let spec = job.spec.as_ref();
-    let pod = spec.and_then(|s| s.template.spec.as_ref());
-    let Some(first) = pod.and_then(|p| p.containers.first()) else {
+    let Some(pod) = spec
+        .and_then(|s| s.template.spec.as_ref())
+        .filter(|p| !p.containers.is_empty())
+    else {
         return Some(Outcome::Failed {
             reason: "BackoffLimitExceeded",
             message: "Job has no containers".into(),
         });
     };
-    let workdir = if settings.workspace_per_job {
+    let workspace = if settings.workspace_per_job {
         let dir = settings.workdir.join(format!(
             "{}-{}",
             job.namespace().unwrap_or_default(),
@@ -397,146 +375,32 @@ async fn run_process(
     let deadline = spec
         .and_then(|s| s.active_deadline_seconds)
         .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs.max(0) as u64));
-    let steps = pod
-        .and_then(|p| p.init_containers.as_ref())
-        .into_iter()
-        .flatten()
-        .chain(std::iter::once(first));
-    for container in steps {
-        let outcome = run_container(
-            container,
-            workdir.as_deref(),
-            settings,
-            label,
-            deadline,
-            &mut cancel,
-        )
-        .await;
-        match outcome {
-            Some(Outcome::Succeeded) => {}
-            other => return other,
-        }
-    }
-    Some(Outcome::Succeeded)
-}
-
-/// Run one container's command; `None` when cancelled.
-async fn run_container(
-    container: &k8s_openapi::api::core::v1::Container,
-    workspace: Option<&std::path::Path>,
-    settings: &Settings,
-    label: &str,
-    deadline: Option<tokio::time::Instant>,
-    cancel: &mut oneshot::Receiver<()>,
-) -> Option<Outcome> {
-    let label = format!("{label}[{}]", container.name);
-    let label = label.as_str();
-    let env: Vec<(String, String)> = container
-        .env
-        .iter()
-        .flatten()
-        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
-        .collect();
-    let argv: Vec<String> = container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .map(|a| expand(a, &env))
-        .collect();
-    let Some((program, args)) = argv.split_first() else {
-        return Some(Outcome::Failed {
-            reason: "BackoffLimitExceeded",
-            message: format!(
-                "container {} has no command (images are not run)",
-                container.name
-            ),
-        });
+    let run = process::Run {
+        workdir: workspace.as_deref().unwrap_or(&settings.workdir),
+        workspace: workspace.as_deref(),
+        extra_env: &settings.extra_env,
+        label,
+        deadline,
     };
-    let dir = workspace.unwrap_or(&settings.workdir);
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for k in ["PATH", "HOME"] {
-        if let Some(v) = std::env::var_os(k) {
-            cmd.env(k, v);
-        }
-    }
-    cmd.envs(env.iter().cloned());
-    if let Some(workspace) = workspace {
-        cmd.env("MONOSHIP_WORKSPACE", workspace);
-    }
-    cmd.envs(settings.extra_env.iter().cloned());
-    echo!("{label} running {argv:?} in {}", dir.display());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Some(Outcome::Failed {
-                reason: "BackoffLimitExceeded",
-                message: format!("cannot start {program:?}: {e}"),
-            });
-        }
-    };
-    for (stream, tag) in [
-        (
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            "stdout",
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            "stderr",
-        ),
-    ] {
-        if let Some(stream) = stream {
-            let label = label.to_string();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!("{label} {tag}: {line}");
-                    echo!("{label} {tag}: {line}");
-                }
-            });
-        }
-    }
-    let sleep = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        status = child.wait() => Some(match status {
-            Ok(s) if s.success() => Outcome::Succeeded,
-            Ok(s) => Outcome::Failed {
-                reason: "BackoffLimitExceeded",
-                message: format!("Job has reached the specified backoff limit ({}: {s})", container.name),
-            },
-            Err(e) => Outcome::Failed {
-                reason: "BackoffLimitExceeded",
-                message: format!("waiting for the process failed: {e}"),
-            },
-        }),
-        _ = sleep => {
-            let _ = child.kill().await;
-            Some(Outcome::Failed {
+    let exits = process::run_pod(pod, &run, &mut cancel).await?;
+    Some(match exits.last() {
+        Some(exit) if !exit.succeeded() => match exit.stop {
+            Stop::Deadline => Outcome::Failed {
                 reason: "DeadlineExceeded",
                 message: "Job was active longer than specified deadline".into(),
-            })
-        }
-        _ = cancel => {
-            let _ = child.kill().await;
-            None
-        }
-    }
+            },
+            Stop::StartError => Outcome::Failed {
+                reason: "BackoffLimitExceeded",
+                message: exit.detail.clone(),
+            },
+            Stop::Exited => Outcome::Failed {
+                reason: "BackoffLimitExceeded",
+                message: format!(
+                    "Job has reached the specified backoff limit ({}: {})",
+                    exit.name, exit.detail
+                ),
+            },
+        },
+        _ => Outcome::Succeeded,
+    })
 }

@@ -2,9 +2,11 @@
 //! in the controller binary.
 
 pub mod apiserver;
+pub mod envtest;
 pub mod git;
 pub mod jobrunner;
 pub mod nomad;
 pub mod oci;
+mod process;
 pub mod registry;
 pub mod scenario;

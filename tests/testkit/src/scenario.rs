@@ -1,5 +1,7 @@
-//! The seed scenario: a git monorepo with `banana` and `orange`, a real registry, an in-process
-//! API server with a job runner, one Deployment and one ServiceBuild per service.
+//! The seed scenario: a git monorepo with `banana` and `orange`, a real registry, one Deployment
+//! and one ServiceBuild per service, on the in-process API server with the job runner
+//! ([`Seed`]) or on a real kube-apiserver and Job controller with the stand-in kubelet
+//! ([`RealSeed`]); both dereference to the [`Fixture`] the tests drive.
 //!
 //! Shared by the end-to-end tests, the benches and the demo. ServiceBuilds are handled as JSON
 //! here, so the testkit does not depend on the crate it tests.
@@ -16,6 +18,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::apiserver::ApiServer;
+use crate::envtest::Envtest;
+use crate::envtest::kubelet::{Kubelet, KubeletOptions};
 use crate::git::Monorepo;
 use crate::jobrunner::{JobHook, JobRunner, JobRunnerOptions};
 use crate::oci;
@@ -34,13 +38,28 @@ pub fn servicebuild_resource() -> ApiResource {
     )
 }
 
-/// Everything the seed scenario runs on.
+/// The seed scenario on the in-process API server, with the job runner.
 pub struct Seed {
     pub api: ApiServer,
+    pub runner: JobRunner,
+    pub fixture: Fixture,
+}
+
+/// The seed scenario on a real kube-apiserver and Job controller (see [`crate::envtest`]),
+/// with the stand-in kubelet, in a namespace of its own.
+pub struct RealSeed {
+    pub kubelet: Kubelet,
+    pub fixture: Fixture,
+}
+
+/// What the seed scenario is made of on either API server: the registry, the monorepo, the
+/// namespace with one Deployment per service, and the ServiceBuilds.
+pub struct Fixture {
     pub registry: TestRegistry,
     pub repo: Monorepo,
-    pub runner: JobRunner,
+    /// The client the fixture writes with (cluster admin on a real server).
     pub client: Client,
+    pub namespace: String,
     /// Image layers per build.
     pub layers: usize,
     /// When set, each ServiceBuild also targets the Nomad job named after its service
@@ -49,9 +68,35 @@ pub struct Seed {
     workspaces: tempfile::TempDir,
 }
 
+impl std::ops::Deref for Seed {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.fixture
+    }
+}
+
+impl std::ops::DerefMut for Seed {
+    fn deref_mut(&mut self) -> &mut Fixture {
+        &mut self.fixture
+    }
+}
+
+impl std::ops::Deref for RealSeed {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.fixture
+    }
+}
+
+impl std::ops::DerefMut for RealSeed {
+    fn deref_mut(&mut self) -> &mut Fixture {
+        &mut self.fixture
+    }
+}
+
 impl Seed {
     /// Start the API server, the registry and the job runner; create the namespace and one
-    /// Deployment per service. No ServiceBuild exists yet: see [`Seed::set_revision`].
+    /// Deployment per service. No ServiceBuild exists yet: see [`Fixture::set_revision`].
     pub async fn start() -> Self {
         Self::start_with_hook(None).await
     }
@@ -60,45 +105,68 @@ impl Seed {
     pub async fn start_with_hook(hook: Option<JobHook>) -> Self {
         let api = ApiServer::start().await;
         let client = api.client();
-        let registry = TestRegistry::start().await;
-        let repo = Monorepo::new();
-        let workspaces = tempfile::tempdir().expect("a temporary directory");
-        let runner = JobRunner::start_with(
-            client.clone(),
-            JobRunnerOptions {
-                namespace: Some(NAMESPACE.to_owned()),
-                workdir: Some(workspaces.path().to_owned()),
-                workspace_per_job: true,
-                hook,
-                ..JobRunnerOptions::default()
-            },
-        );
-        let seed = Self {
-            api,
-            registry,
-            repo,
-            runner,
-            client,
-            layers: 2,
-            nomad_address: None,
-            workspaces,
-        };
-        seed.create_namespace_and_deployments().await;
-        seed
-    }
-
-    async fn create_namespace_and_deployments(&self) {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace: Namespace =
             serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).expect("a namespace");
         namespaces
             .create(&PostParams::default(), &namespace)
             .await
             .expect("the namespace is created");
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let fixture = Fixture::new(client.clone(), NAMESPACE.to_owned()).await;
+        let runner = JobRunner::start_with(
+            client,
+            JobRunnerOptions {
+                namespace: Some(NAMESPACE.to_owned()),
+                workdir: Some(fixture.workspaces()),
+                workspace_per_job: true,
+                hook,
+                ..JobRunnerOptions::default()
+            },
+        );
+        Self {
+            api,
+            runner,
+            fixture,
+        }
+    }
+}
+
+impl RealSeed {
+    /// Like [`Seed::start`] on the real control plane `env`: a new namespace `shop-<n>` with
+    /// `labels`, one Deployment per service, and a kubelet for the namespace's Job pods.
+    pub async fn start(env: &Envtest, labels: &[(&str, &str)]) -> Self {
+        let client = env.client().await;
+        let namespace = env.namespace(&client, NAMESPACE, labels).await;
+        let fixture = Fixture::new(client.clone(), namespace.clone()).await;
+        let options = KubeletOptions {
+            workdir: Some(fixture.workspaces()),
+            ..KubeletOptions::default()
+        };
+        let kubelet = Kubelet::start(client, &namespace, options).await;
+        Self { kubelet, fixture }
+    }
+}
+
+impl Fixture {
+    async fn new(client: Client, namespace: String) -> Self {
+        let fixture = Self {
+            registry: TestRegistry::start().await,
+            repo: Monorepo::new(),
+            client,
+            namespace,
+            layers: 2,
+            nomad_address: None,
+            workspaces: tempfile::tempdir().expect("a temporary directory"),
+        };
+        fixture.create_deployments().await;
+        fixture
+    }
+
+    async fn create_deployments(&self) {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         for service in SERVICES {
             let deployment: Deployment = serde_json::from_value(json!({
-                "metadata": {"name": service, "namespace": NAMESPACE},
+                "metadata": {"name": service, "namespace": self.namespace},
                 "spec": {
                     "selector": {"matchLabels": {"app": service}},
                     "template": {
@@ -140,7 +208,7 @@ impl Seed {
         json!({
             "apiVersion": "monoship.dev/v1alpha1",
             "kind": "ServiceBuild",
-            "metadata": {"name": service, "namespace": NAMESPACE},
+            "metadata": {"name": service, "namespace": self.namespace},
             "spec": {
                 "source": {
                     "repository": self.repo.url(),
@@ -163,7 +231,11 @@ impl Seed {
     }
 
     pub fn servicebuilds(&self) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), NAMESPACE, &servicebuild_resource())
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &servicebuild_resource(),
+        )
     }
 
     /// Point every ServiceBuild at `revision`, creating them on first use, as a GitOps commit
@@ -249,7 +321,7 @@ impl Seed {
 
     /// The image of a Deployment's pinned container.
     pub async fn deployment_image(&self, service: &str) -> String {
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &self.namespace);
         let deployment = deployments
             .get(service)
             .await
@@ -283,7 +355,7 @@ impl Seed {
     /// Names of the Jobs in the namespace.
     pub async fn jobs(&self) -> Vec<String> {
         let jobs: Api<k8s_openapi::api::batch::v1::Job> =
-            Api::namespaced(self.client.clone(), NAMESPACE);
+            Api::namespaced(self.client.clone(), &self.namespace);
         jobs.list(&Default::default())
             .await
             .expect("list jobs")
