@@ -98,6 +98,9 @@ struct RunArgs {
     /// Refuse build templates that set a serviceAccountName or ask for a ServiceAccount token.
     #[arg(long, env = "MONOSHIP_NO_BUILD_SERVICE_ACCOUNT")]
     no_build_service_account: bool,
+    /// At most this many ServiceBuilds are reconciled at once (0: no limit).
+    #[arg(long, env = "MONOSHIP_CONCURRENCY", default_value_t = monoship::controller::DEFAULT_CONCURRENCY)]
+    concurrency: u16,
     /// How often a settled ServiceBuild is checked for drifted targets.
     #[arg(long, env = "MONOSHIP_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
     resync_period: Duration,
@@ -195,6 +198,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
         },
         instance: args.pod_name,
         resync: args.resync_period,
+        concurrency: args.concurrency,
         policy: Policy {
             allow_cross_namespace_targets: args.allow_cross_namespace_targets,
             forbid_build_service_account: args.no_build_service_account,

@@ -47,13 +47,21 @@ impl Target {
                 k.name,
                 k.container
             ),
-            (None, Some(n)) => format!(
-                "nomad:{}/{}/{}/{}",
-                n.namespace.as_deref().unwrap_or("default"),
-                n.job,
-                n.group,
-                n.task
-            ),
+            (None, Some(n)) => {
+                let region = n
+                    .region
+                    .as_deref()
+                    .map(|r| format!(" region {r}"))
+                    .unwrap_or_default();
+                format!(
+                    "nomad:{}/{}/{}/{} at {}{region}",
+                    n.namespace.as_deref().unwrap_or("default"),
+                    n.job,
+                    n.group,
+                    n.task,
+                    n.address.trim_end_matches('/'),
+                )
+            }
             (None, None) => "invalid:empty-target".to_owned(),
         }
     }
@@ -179,7 +187,16 @@ mod tests {
         let nomad: Target = serde_json::from_value(json!(
             {"nomad": {"address": "http://n", "job": "j", "group": "g", "task": "t"}}))
         .unwrap();
-        assert_eq!(nomad.id("shop"), "nomad:default/j/g/t");
+        assert_eq!(nomad.id("shop"), "nomad:default/j/g/t at http://n");
+        // The same job in another region, or on another cluster, is another target.
+        let mut elsewhere = nomad.clone();
+        if let Some(n) = &mut elsewhere.nomad {
+            n.region = Some("eu".into());
+        }
+        assert_eq!(
+            elsewhere.id("shop"),
+            "nomad:default/j/g/t at http://n region eu"
+        );
         assert_eq!(
             short_digest(&format!("sha256:{}", "ab".repeat(32))),
             "sha256:abababababab"

@@ -106,7 +106,8 @@ pub struct CurrentStatus {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetStatus {
-    /// `Kind/namespace/name:container`, or `nomad:job/group/task`.
+    /// `Kind/namespace/name:container`, or `nomad:namespace/job/group/task at address`
+    /// (and ` region R` when set).
     pub target: String,
     /// Digest the target was last seen or written with.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -34,9 +34,13 @@ use crate::{Error, Result};
 
 /// How often a settled ServiceBuild is looked at again, to find drifted targets.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
+/// Reconciles that run at once by default.
+pub const DEFAULT_CONCURRENCY: u16 = 16;
 /// How often a ServiceBuild stalled on something outside it (a Secret, a target) is retried.
 const STALLED_RETRY: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often the per-ServiceBuild maps drop the entries of ServiceBuilds that are gone.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long in-flight reconciles may run on after the controller was told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -56,6 +60,8 @@ pub struct Settings {
     pub resync: Duration,
     /// What ServiceBuilds may reach beyond their own namespace.
     pub policy: Policy,
+    /// At most this many ServiceBuilds are reconciled at once (0: no limit).
+    pub concurrency: u16,
     /// The Nomad addresses targets may name; empty allows every address.
     pub nomad_allowed_addresses: NomadAllowlist,
 }
@@ -72,6 +78,7 @@ impl Default for Settings {
             instance: None,
             resync: DEFAULT_RESYNC,
             policy: Policy::default(),
+            concurrency: DEFAULT_CONCURRENCY,
             nomad_allowed_addresses: NomadAllowlist::default(),
         }
     }
@@ -152,6 +159,23 @@ impl Context {
         self.forget_failures(sb);
     }
 
+    /// Drop what this replica keeps of ServiceBuilds for which `exists` is false.
+    fn prune(&self, exists: impl Fn(&ObjectRef<ServiceBuild>) -> bool) {
+        if let Ok(mut written) = self.written.lock() {
+            written.retain(|key, _| exists(key));
+        }
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|key, _| exists(key));
+        }
+    }
+
+    /// How many ServiceBuilds this replica keeps something of (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        let written = self.written.lock().map_or(0, |w| w.len());
+        let failures = self.failures.lock().map_or(0, |f| f.len());
+        written.max(failures)
+    }
+
     /// A reconcile that succeeded starts the backoff over.
     fn forget_failures(&self, sb: &ServiceBuild) {
         if let Ok(mut failures) = self.failures.lock() {
@@ -198,6 +222,15 @@ pub async fn run(
             watcher::Config::default().labels(SERVICEBUILD_LABEL),
         );
         let store = controller.store();
+        let pruning = {
+            let (store, context) = (store.clone(), context.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(PRUNE_EVERY).await;
+                    context.prune(|key| store.get(key).is_some());
+                }
+            })
+        };
         let synced = {
             let health = health.clone();
             tokio::spawn(async move {
@@ -221,7 +254,10 @@ pub async fn run(
                 }
             })
         };
+        let config =
+            kube::runtime::controller::Config::default().concurrency(context.settings.concurrency);
         let running = controller
+            .with_config(config)
             .graceful_shutdown_on(stopping(shutdown.clone(), leadership.clone()))
             .run(reconcile, error_policy, context.clone())
             .for_each(|result| async move {
@@ -242,6 +278,7 @@ pub async fn run(
             () = grace => warn!(?SHUTDOWN_GRACE, "reconciles did not finish in time; dropped them"),
         }
         synced.abort();
+        pruning.abort();
         health.set_synced(false);
         info!("the controller stopped");
     }
@@ -269,4 +306,49 @@ pub fn error_policy(sb: Arc<ServiceBuild>, error: &Error, ctx: Arc<Context>) -> 
         .min(MAX_BACKOFF);
     warn!(%error, attempts, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn servicebuild(name: &str) -> Arc<ServiceBuild> {
+        let mut sb: ServiceBuild = serde_json::from_value(serde_json::json!({
+            "apiVersion": "monoship.dev/v1alpha1", "kind": "ServiceBuild",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "7"},
+            "spec": {
+                "source": {"repository": "file:///r", "revision": "1".repeat(40)},
+                "build": {"template": {"spec": {"containers": [{"name": "b"}]}}},
+                "image": {"repository": "r.example/x"}
+            }
+        }))
+        .unwrap();
+        sb.metadata.resource_version = Some("7".into());
+        Arc::new(sb)
+    }
+
+    /// What the context keeps per ServiceBuild (its last write, its backoff) goes with it.
+    #[tokio::test]
+    async fn the_maps_forget_servicebuilds_that_are_gone() {
+        crate::install_crypto_provider();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        let context = Arc::new(Context::new(
+            client,
+            Settings::default(),
+            Leadership::always(),
+            Arc::new(Metrics::default()),
+        ));
+        let (kept, gone) = (servicebuild("kept"), servicebuild("gone"));
+        for sb in [&kept, &gone] {
+            context.remember_write(sb);
+            error_policy(sb.clone(), &Error::NotLeader, context.clone());
+        }
+        assert_eq!(context.tracked(), 2);
+        let alive = ObjectRef::from_obj(kept.as_ref());
+        context.prune(|key| *key == alive);
+        assert_eq!(context.tracked(), 1);
+        context.forget(&kept);
+        assert_eq!(context.tracked(), 0);
+    }
 }

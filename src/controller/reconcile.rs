@@ -159,7 +159,11 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
                 Some((Action::requeue(POD_CHECK), failed))
             }
             Plan::CreateJob | Plan::AwaitJob | Plan::Promote { .. } | Plan::Settle { .. } => {
-                Some((Action::requeue(ctx.settings.resync), failed))
+                let resync = jittered(
+                    ctx.settings.resync,
+                    &format!("{namespace}/{}", sb.name_any()),
+                );
+                Some((Action::requeue(resync), failed))
             }
             Plan::ResolveDigest | Plan::StartPromotion { .. } => None,
         };
@@ -227,6 +231,19 @@ async fn why_stuck(ctx: &Context, namespace: &str, job: &Job, now: &Time) -> Opt
             None
         }
     }
+}
+
+/// `period` plus up to a tenth of it, chosen by `key`: settled ServiceBuilds are looked at again
+/// spread over time rather than all at once, every period.
+pub fn jittered(period: Duration, key: &str) -> Duration {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let spread = u64::try_from((period / 10).as_millis()).unwrap_or(u64::MAX);
+    if spread == 0 {
+        return period;
+    }
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    period + Duration::from_millis(hasher.finish() % spread)
 }
 
 /// A spec mistake waits for the spec to change; a missing Secret or target is looked at again.
@@ -349,5 +366,37 @@ impl Writer<'_> {
                 warn!(%error, "could not publish an Event");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resyncs_are_spread_over_a_tenth_of_the_period() {
+        let period = Duration::from_secs(600);
+        let delays: std::collections::BTreeSet<_> = (0..200)
+            .map(|i| jittered(period, &format!("shop/service-{i}")))
+            .collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= period && *d < period + period / 10)
+        );
+        assert!(
+            delays.len() > 190,
+            "spread, not in lockstep: {}",
+            delays.len()
+        );
+        assert_eq!(
+            jittered(period, "shop/banana"),
+            jittered(period, "shop/banana"),
+            "stable for one ServiceBuild"
+        );
+        assert_eq!(
+            jittered(Duration::from_millis(5), "x"),
+            Duration::from_millis(5)
+        );
     }
 }

@@ -212,6 +212,14 @@ def watch_namespace_switches_to_role():
 
 
 @test
+def concurrency_becomes_a_flag():
+    _, c = container(rendered())
+    assert "--concurrency=16" in c["args"]
+    _, c = container(rendered({"concurrency": 4}))
+    assert "--concurrency=4" in c["args"]
+
+
+@test
 def tenant_policy_values_become_flags():
     _, c = container(rendered())
     assert "--allow-cross-namespace-targets" not in c["args"]
@@ -292,6 +300,7 @@ def deployment_defaults():
         "--metrics-addr=0.0.0.0:8080",
         "--log-format=json",
         "--checkout-image=alpine/git:2.47.2",
+        "--concurrency=16",
         "--leader-election",
         "--lease-name=monoship",
         f"--lease-namespace={RELEASE_NS}",

@@ -1,6 +1,7 @@
-//! Builds when things overlap: ServiceBuilds whose names share a long prefix, the rebuild
-//! annotation set, removed and set again, and a revision that changes while a promotion
-//! starts. Each test failed on the controller before the fix it names.
+//! Builds, promotions and targets when things overlap: ServiceBuilds whose names share a long
+//! prefix, the rebuild annotation set, removed and set again, a revision that changes while a
+//! promotion starts, one Nomad job on two clusters, an invalid write. Each test failed on the
+//! controller before the fix it names. (Target ownership is in tests/overlap.rs.)
 
 mod common;
 
@@ -185,5 +186,66 @@ async fn a_revision_changed_while_a_promotion_starts_is_never_promoted() {
         .filter(|r| r.is_manifest_put("shop/banana", "latest"))
         .count();
     assert_eq!(latest_puts, 1, "latest moved once, to the newer digest");
+    controller.stop().await;
+}
+
+/// The same Nomad job on two clusters (or in two regions) is two targets, not a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_nomad_job_on_two_clusters_is_two_targets() {
+    use monoship_testkit::nomad::NomadDouble;
+    let seed = Seed::start().await;
+    let (east, west) = (
+        NomadDouble::start().await.unwrap(),
+        NomadDouble::start().await.unwrap(),
+    );
+    let bootstrap = format!("{}:bootstrap", seed.repository("banana"));
+    for cluster in [&east, &west] {
+        cluster.seed_docker_job("banana", "web", "server", &bootstrap, &[]);
+    }
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let mut object = seed.servicebuild("banana", &seed.repo.head());
+    object["spec"]["targets"] = json!([
+        {"nomad": {"address": east.address(), "job": "banana", "group": "web", "task": "server"}},
+        {"nomad": {"address": west.address(), "job": "banana", "group": "web", "task": "server",
+                   "region": "west"}}
+    ]);
+    create(&seed, object).await;
+    let done = wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
+    let digest = done["status"]["current"]["digest"].as_str().unwrap();
+    let pinned = format!("{}@{digest}", seed.repository("banana"));
+    for cluster in [&east, &west] {
+        let job = cluster.job("default", "banana").unwrap();
+        assert_eq!(
+            job["TaskGroups"][0]["Tasks"][0]["Config"]["image"],
+            pinned.as_str()
+        );
+        assert_eq!(cluster.posts("banana"), 1);
+    }
+    assert_eq!(done["status"]["targets"].as_array().unwrap().len(), 2);
+    controller.stop().await;
+}
+
+/// A write the API server rejects as invalid (422) does not heal by retrying: Stalled with the
+/// server's own sentence, not a backoff loop with a Debug dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invalid_write_stalls_with_the_servers_sentence() {
+    let seed = Seed::start().await;
+    seed.api.inject_fault(
+        FaultRule::new("patch", "deployments")
+            .name("banana")
+            .status(422)
+            .times(100_000),
+    );
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    seed.set_service_revision("banana", &seed.repo.head()).await;
+    let stalled = wait_for(&seed, "banana", "Stalled", |o| phase(o) == "Stalled").await;
+    let stall = common::condition(&stalled, "Stalled").unwrap();
+    assert_eq!(stall["reason"], "KubernetesAPIInvalid");
+    let message = stall["message"].as_str().unwrap();
+    assert!(
+        message.contains("rejected a write as invalid: injected fault (422)")
+            && !message.contains("Status {"),
+        "{message}"
+    );
     controller.stop().await;
 }
