@@ -1,0 +1,98 @@
+//! Reading a registry's answer: bounded, and classified without quoting what the registry said.
+
+use super::Failure;
+
+/// An error answer's body is read up to this size (to find distribution's error codes).
+const ERROR_BODY_CAP: usize = 16 * 1024;
+
+/// A request that got no answer. reqwest's Display names the URL, which holds no secret here,
+/// but the caller's message names the reference anyway.
+pub(super) fn request_failure(error: reqwest::Error) -> Failure {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    };
+    Failure::Transient(format!("{kind}: {}", error.without_url()))
+}
+
+/// The body, or `None` when it is larger than `cap`. A `Content-Length` over the cap is
+/// refused before any of the body is read; otherwise reading stops at the first chunk past the
+/// cap. Either way the response is dropped unread, which closes its connection.
+pub(super) async fn read_bounded(
+    response: &mut reqwest::Response,
+    cap: usize,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let declared = response.content_length().unwrap_or(0);
+    if declared > cap as u64 {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(declared as usize);
+    while let Some(chunk) = response.chunk().await.map_err(request_failure)? {
+        if body.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body))
+}
+
+/// A failed answer, classified by status; distribution's error codes (never the free-text
+/// message or anything else from the body, which a hostile registry could fill with what it
+/// was sent) are named.
+pub(super) async fn failure(mut response: reqwest::Response) -> Failure {
+    let status = response.status();
+    let body = read_bounded(&mut response, ERROR_BODY_CAP)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let codes = error_codes(&body);
+    let message = if codes.is_empty() {
+        format!("HTTP {}", status.as_u16())
+    } else {
+        format!("HTTP {} {}", status.as_u16(), codes.join(", "))
+    };
+    match status.as_u16() {
+        401 | 403 => Failure::Denied(message),
+        404 => Failure::NotFound(message),
+        300..=399 => Failure::Transient(format!(
+            "{message}: a redirect to another origin, which monoship does not follow"
+        )),
+        _ => Failure::Transient(message),
+    }
+}
+
+/// The `code`s of a distribution error envelope `{"errors":[{"code":"…"}]}`, when they look
+/// like codes (`[A-Z_]`, at most 64 characters).
+fn error_codes(body: &[u8]) -> Vec<String> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    value
+        .get("errors")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("code").and_then(|c| c.as_str()))
+        .filter(|c| {
+            !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+        })
+        .take(4)
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_only_when_they_look_like_codes() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"secret echo"},{"code":"Basic aHVudGVyMg=="}]}"#;
+        assert_eq!(error_codes(body), vec!["MANIFEST_UNKNOWN".to_string()]);
+        assert!(error_codes(b"<html>").is_empty());
+    }
+}
