@@ -2,6 +2,7 @@
 //! in the controller binary.
 
 pub mod apiserver;
+pub mod fake_registry;
 pub mod git;
 pub mod jobrunner;
 pub mod nomad;
