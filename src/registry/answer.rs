@@ -39,9 +39,9 @@ pub(super) async fn read_bounded(
     Ok(Some(body))
 }
 
-/// A failed answer, classified by status; distribution's error codes (never the free-text
-/// message or anything else from the body, which a hostile registry could fill with what it
-/// was sent) are named.
+/// A failed answer, classified by status; distribution's known error codes are named, never
+/// the free-text message or anything else from the body, which a hostile registry could fill
+/// with what it was sent.
 pub(super) async fn failure(mut response: reqwest::Response) -> Failure {
     let status = response.status();
     let body = read_bounded(&mut response, ERROR_BODY_CAP)
@@ -65,24 +65,46 @@ pub(super) async fn failure(mut response: reqwest::Response) -> Failure {
     }
 }
 
-/// The `code`s of a distribution error envelope `{"errors":[{"code":"…"}]}`, when they look
-/// like codes (`[A-Z_]`, at most 64 characters).
-fn error_codes(body: &[u8]) -> Vec<String> {
+/// The error codes of distribution-spec (and distribution's own), the only text of an error
+/// body that is ever quoted.
+const KNOWN_CODES: [&str; 20] = [
+    "BLOB_UNKNOWN",
+    "BLOB_UPLOAD_INVALID",
+    "BLOB_UPLOAD_UNKNOWN",
+    "DIGEST_INVALID",
+    "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID",
+    "MANIFEST_UNKNOWN",
+    "MANIFEST_UNVERIFIED",
+    "NAME_INVALID",
+    "NAME_UNKNOWN",
+    "SIZE_INVALID",
+    "TAG_INVALID",
+    "UNAUTHORIZED",
+    "DENIED",
+    "UNSUPPORTED",
+    "TOOMANYREQUESTS",
+    "UNKNOWN",
+    "UNAVAILABLE",
+    "RANGE_INVALID",
+    "PAGINATION_NUMBER_INVALID",
+];
+
+/// The known `code`s of a distribution error envelope `{"errors":[{"code":"…"}]}`.
+fn error_codes(body: &[u8]) -> Vec<&'static str> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
         return Vec::new();
     };
-    value
+    let mut codes: Vec<&'static str> = value
         .get("errors")
         .and_then(|e| e.as_array())
         .into_iter()
         .flatten()
         .filter_map(|e| e.get("code").and_then(|c| c.as_str()))
-        .filter(|c| {
-            !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-        })
-        .take(4)
-        .map(str::to_string)
-        .collect()
+        .filter_map(|c| KNOWN_CODES.into_iter().find(|known| *known == c))
+        .collect();
+    codes.dedup();
+    codes
 }
 
 #[cfg(test)]
@@ -91,8 +113,8 @@ mod tests {
 
     #[test]
     fn error_codes_only_when_they_look_like_codes() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"secret echo"},{"code":"Basic aHVudGVyMg=="}]}"#;
-        assert_eq!(error_codes(body), vec!["MANIFEST_UNKNOWN".to_string()]);
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"secret echo"},{"code":"Basic aHVudGVyMg=="},{"code":"HUNTER_TWO"}]}"#;
+        assert_eq!(error_codes(body), vec!["MANIFEST_UNKNOWN"]);
         assert!(error_codes(b"<html>").is_empty());
     }
 }
