@@ -787,6 +787,25 @@ async fn bearer_tokens_are_fetched_per_scope_cached_and_sent_only_to_the_registr
     expected.extend(tag_move("team/banana", "live", 200, &second));
     assert_eq!(fake_sequence(&fake.requests()), expected);
 
+    // A token the registry no longer takes is replaced once, and the request sent again.
+    fake.revoke_tokens();
+    fake.reset_requests();
+    assert_eq!(
+        client
+            .resolve_digest(&repository, "live", &auth)
+            .await
+            .unwrap(),
+        second
+    );
+    assert_eq!(
+        fake_sequence(&fake.requests()),
+        [
+            "HEAD /v2/team/banana/manifests/live -> 401",
+            "GET /token -> 200",
+            "HEAD /v2/team/banana/manifests/live -> 200"
+        ]
+    );
+
     // Another caller's tokens are not reused: anonymous and wrong credentials ask the realm
     // themselves and are denied, and no message carries a password.
     fake.reset_requests();

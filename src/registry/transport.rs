@@ -434,6 +434,33 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_plain_http_token_realm_is_refused_unless_listed_as_insecure() {
+        let transport = Transport::new(vec!["auth.example.com:80".into()]);
+        let secret = RegistryAuth::Basic {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        for realm in ["http://other.example.com/token", "ftp://auth.example.com/t"] {
+            match transport
+                .fetch_token(realm, None, "repository:a:pull", &secret, None)
+                .await
+            {
+                Err(Failure::Transient(message)) => {
+                    assert!(message.contains("not https"), "{message}");
+                    assert!(!message.contains("hunter2"), "{message}");
+                }
+                other => panic!("{realm}: expected a refusal, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            transport
+                .fetch_token("not a url", None, "s", &secret, None)
+                .await,
+            Err(Failure::Transient(_))
+        ));
+    }
+
     #[test]
     fn credentials_are_kept_per_credential_and_bounded() {
         let transport = Transport::new(vec![]);

@@ -87,6 +87,8 @@ struct Shared {
     manifests: Mutex<Manifests>,
     /// token → scope it grants.
     tokens: Mutex<HashMap<String, String>>,
+    /// Tokens handed out so far (names are never reused).
+    issued: AtomicUsize,
     streamed: AtomicUsize,
     stream_dropped: AtomicBool,
     stream_finished: AtomicBool,
@@ -177,6 +179,11 @@ impl FakeRegistry {
         lock(&self.shared.manifests)
             .get(&(repository.to_string(), reference.to_string()))
             .map(|(_, body)| body.clone())
+    }
+
+    /// Forget every token handed out, as a registry does when they expire or are revoked.
+    pub fn revoke_tokens(&self) {
+        lock(&self.shared.tokens).clear();
     }
 
     pub fn requests(&self) -> Vec<FakeRequest> {
@@ -457,9 +464,11 @@ fn token(state: &AppState, query: &str, headers: &HeaderMap) -> Response {
                 .replace("%2F", "/")
         })
         .unwrap_or_default();
-    let mut tokens = lock(&state.shared.tokens);
-    let token = format!("token-{}", tokens.len() + 1);
-    tokens.insert(token.clone(), scope);
+    let token = format!(
+        "token-{}",
+        state.shared.issued.fetch_add(1, Ordering::SeqCst) + 1
+    );
+    lock(&state.shared.tokens).insert(token.clone(), scope);
     let body = serde_json::json!({"token": token, "expires_in": 300});
     respond(
         StatusCode::OK,
