@@ -597,12 +597,12 @@ async fn a_body_that_is_no_manifest_is_no_digest() {
         (
             "text/html; charset=utf-8",
             b"<html><body>Sign in to continue</body></html>".to_vec(),
-            "Content-Type \"text/html; charset=utf-8\", which is not a manifest media type",
+            "Content-Type text/html, which is not a manifest media type",
         ),
         (
             "application/octet-stream",
             manifest_bytes("v1"),
-            "Content-Type \"application/octet-stream\", which is not a manifest media type",
+            "Content-Type application/octet-stream, which is not a manifest media type",
         ),
         (
             OCI_MANIFEST,

@@ -30,6 +30,7 @@ mod reference;
 mod transport;
 
 use std::sync::Arc;
+
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -41,7 +42,7 @@ pub use manifest::MANIFEST_MEDIA_TYPES;
 use crate::Error;
 use crate::conditions::reasons;
 use crate::metrics::Metrics;
-use answer::{failure, read_bounded};
+use answer::{describe_content_type, failure, into_error, read_bounded, redacted};
 use manifest::{MANIFEST_BODY_CAP, media_type_of, sha256_digest, shape_problem};
 use reference::{Repository, check_tag, is_sha256_digest};
 use transport::{Access, Call, Transport};
@@ -147,7 +148,7 @@ impl RegistryClient {
     ) -> Result<String, Error> {
         let parsed = Repository::parse(repository)?;
         check_tag(repository, tag)?;
-        match timed(self.digest_of(&parsed, tag, auth)).await {
+        let result = match timed(self.digest_of(&parsed, tag, auth)).await {
             Ok(digest) => Ok(digest),
             Err(Failure::NotFound(_)) => Err(Error::stalled(
                 reasons::IMAGE_NOT_FOUND,
@@ -157,7 +158,8 @@ impl RegistryClient {
                 ),
             )),
             Err(failure) => Err(into_error(failure, "resolve", repository, tag)),
-        }
+        };
+        result.map_err(|error| redacted(error, auth))
     }
 
     /// HEAD, and GET only when the HEAD carries no well-formed digest.
@@ -199,20 +201,16 @@ impl RegistryClient {
         if response.status() != StatusCode::OK {
             return Err(failure(response).await);
         }
-        let content_type: String = response
+        let content_type = response
             .headers()
             .get(CONTENT_TYPE)
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .chars()
-                    .take(100)
-                    .collect()
-            })
+            .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
-        let Some(media_type) = media_type_of(&content_type) else {
+        let Some(media_type) = media_type_of(content_type) else {
             return Err(Failure::Transient(format!(
-                "the registry answered with Content-Type {content_type:?}, which is not a \
-                 manifest media type (is this host a registry?)"
+                "the registry answered with {}, which is not a manifest media type (is this \
+                 host a registry?)",
+                describe_content_type(content_type)
             )));
         };
         let header_digest = header_digest(response.headers());
@@ -263,10 +261,11 @@ impl RegistryClient {
         let parsed = Repository::parse(repository)?;
         check_tag(repository, tag)?;
         let retag = self.retag(&parsed, digest, tag, auth);
-        match tokio::time::timeout(OPERATION_TIMEOUT, retag).await {
+        let result = match tokio::time::timeout(OPERATION_TIMEOUT, retag).await {
             Ok(outcome) => outcome,
             Err(_) => Err(into_error(timed_out(), "retag", repository, tag)),
-        }
+        };
+        result.map_err(|error| redacted(error, auth))
     }
 
     async fn retag(
@@ -351,62 +350,9 @@ fn timed_out() -> Failure {
     Failure::Transient(format!("timed out after {}s", OPERATION_TIMEOUT.as_secs()))
 }
 
-fn into_error(
-    failure: Failure,
-    operation: &'static str,
-    repository: &str,
-    reference: &str,
-) -> Error {
-    let separator = if reference.starts_with("sha256:") {
-        '@'
-    } else {
-        ':'
-    };
-    let reference = format!("{repository}{separator}{reference}");
-    match failure {
-        Failure::Denied(message) => Error::stalled(
-            reasons::REGISTRY_ACCESS_DENIED,
-            format!(
-                "the registry denied {operation} {reference} ({message}); check \
-                 image.pushSecretRef"
-            ),
-        ),
-        Failure::NotFound(message) | Failure::Transient(message) => Error::Registry {
-            operation,
-            reference,
-            message,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn denied_names_the_repository_operation_and_secret_ref() {
-        let error = into_error(
-            Failure::Denied("401".into()),
-            "put manifest",
-            "reg.example.com/app",
-            "live",
-        );
-        assert_eq!(error.reason(), reasons::REGISTRY_ACCESS_DENIED);
-        let message = error.to_string();
-        assert!(
-            message.contains("put manifest reg.example.com/app:live"),
-            "{message}"
-        );
-        assert!(message.contains("image.pushSecretRef"), "{message}");
-        let error = into_error(
-            Failure::Transient("HTTP 502".into()),
-            "resolve",
-            "reg.example.com/app",
-            "live",
-        );
-        assert!(!error.is_stalled());
-        assert_eq!(error.reason(), reasons::REGISTRY_ERROR);
-    }
 
     #[test]
     fn header_digest_is_taken_only_when_well_formed() {

@@ -152,6 +152,12 @@ impl Transport {
         }
     }
 
+    fn http(&self) -> Result<&reqwest::Client, Failure> {
+        self.http
+            .as_ref()
+            .ok_or_else(|| Failure::Transient("the registry HTTP client could not be built".into()))
+    }
+
     /// `http` for hosts listed as insecure (exact `host:port`), else `https`.
     fn scheme_for(&self, host: &str) -> &'static str {
         if self.insecure.iter().any(|h| h == host) {
@@ -190,9 +196,7 @@ impl Transport {
         call: &Call<'_>,
         auth: &RegistryAuth,
     ) -> Result<reqwest::Response, Failure> {
-        let http = self.http.as_ref().ok_or_else(|| {
-            Failure::Transient("the registry HTTP client could not be built".into())
-        })?;
+        let http = self.http()?;
         let host = &call.repository.host;
         let url = format!(
             "{}://{host}/v2/{}/{}",
@@ -315,22 +319,21 @@ impl Transport {
         auth: &RegistryAuth,
         metrics: Option<&Metrics>,
     ) -> Result<(HeaderValue, Duration), Failure> {
-        let http = self.http.as_ref().ok_or_else(|| {
-            Failure::Transient("the registry HTTP client could not be built".into())
-        })?;
-        let mut url = reqwest::Url::parse(realm).map_err(|_| {
-            Failure::Transient(format!("the registry's token realm {realm:?} is not a URL"))
-        })?;
+        let http = self.http()?;
+        // The realm is the registry's text: it is named in no message.
+        let mut url = reqwest::Url::parse(realm)
+            .map_err(|_| Failure::Transient("the registry's token realm is not a URL".into()))?;
         let realm_host = match (url.host_str(), url.port_or_known_default()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             _ => String::new(),
         };
         let plain_ok = url.scheme() == "http" && self.insecure.contains(&realm_host);
         if url.scheme() != "https" && !plain_ok {
-            return Err(Failure::Transient(format!(
-                "the registry's token realm {realm:?} is not https (plain http only for a \
+            return Err(Failure::Transient(
+                "the registry's token realm is not https (plain http only for a \
                  --insecure-registry host:port)"
-            )));
+                    .into(),
+            ));
         }
         {
             let mut query = url.query_pairs_mut();
