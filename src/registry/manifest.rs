@@ -11,6 +11,13 @@ pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
     IMAGE_MANIFEST_MEDIA_TYPE,
 ];
 
+/// The `Accept` value of every manifest request: all of [`MANIFEST_MEDIA_TYPES`], so a
+/// registry answers with the top-level manifest (the index of a multi-arch image).
+pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
 const OCI_IMAGE_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_IMAGE_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const IMAGE_MANIFEST_LIST_MEDIA_TYPE: &str =
@@ -122,6 +129,7 @@ mod tests {
         ] {
             assert!(MANIFEST_MEDIA_TYPES.contains(&media_type), "{media_type}");
         }
+        assert_eq!(ACCEPT_MANIFESTS, MANIFEST_MEDIA_TYPES.join(", "));
     }
 
     #[test]

@@ -30,7 +30,6 @@ mod reference;
 mod transport;
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -43,7 +42,7 @@ use crate::Error;
 use crate::conditions::reasons;
 use crate::metrics::Metrics;
 use answer::{describe_content_type, failure, into_error, read_bounded, redacted};
-use manifest::{MANIFEST_BODY_CAP, media_type_of, sha256_digest, shape_problem};
+use manifest::{ACCEPT_MANIFESTS, MANIFEST_BODY_CAP, media_type_of, sha256_digest, shape_problem};
 use reference::{Repository, check_tag, is_sha256_digest};
 use transport::{Access, Call, Transport};
 
@@ -121,12 +120,7 @@ impl RegistryClient {
         reference: &str,
         access: Access,
     ) -> Call<'a> {
-        let accept = HeaderValue::from_static(
-            "application/vnd.oci.image.index.v1+json, \
-             application/vnd.oci.image.manifest.v1+json, \
-             application/vnd.docker.distribution.manifest.list.v2+json, \
-             application/vnd.docker.distribution.manifest.v2+json",
-        );
+        let accept = HeaderValue::from_static(ACCEPT_MANIFESTS);
         Call {
             operation,
             method,
