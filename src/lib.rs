@@ -32,7 +32,7 @@ pub use error::{Error, Result};
 /// Default image of the init container that fetches the source.
 pub const DEFAULT_CHECKOUT_IMAGE: &str = "alpine/git:2.47.2";
 
-/// Install rustls' ring provider as the process default, once. kube, oci-client and reqwest are
+/// Install rustls' ring provider as the process default, once. kube and reqwest are
 /// built without a provider of their own, so this must run before the first client is made.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();

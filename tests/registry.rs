@@ -6,10 +6,11 @@ use std::path::Path;
 use monoship::Error;
 use monoship::conditions::reasons;
 use monoship::registry::{RegistryAuth, RegistryClient, RetagOutcome};
+use monoship_testkit::fake_registry::{Behaviour, FakeRegistry, FakeRequest, ManifestAnswer};
 use monoship_testkit::oci::{
     build_and_push, build_and_push_layers, build_and_push_with, push_index, write_tree,
 };
-use monoship_testkit::registry::{TestRegistry, free_port};
+use monoship_testkit::registry::{RecordedRequest, TestRegistry, free_port};
 
 const MANIFEST_TYPES: [&str; 4] = [
     "application/vnd.oci.image.index.v1+json",
@@ -191,13 +192,17 @@ async fn an_index_resolves_to_the_index_digest_not_a_child() {
     assert_eq!(registry.blob_uploads(), 0);
 }
 
+/// One tag move is exactly HEAD tag, GET by digest, PUT; one resolve is exactly one HEAD. No
+/// `GET /v2/` ping, no blob upload; the metric counts each request once, by operation and
+/// status.
 #[tokio::test]
 async fn retag_moves_the_tag_with_one_manifest_put_and_no_blob_upload() {
     let registry = TestRegistry::start().await;
     let new = push(&registry, service_dir("new\n").path(), "banana", "build-2");
     let old = push(&registry, service_dir("old\n").path(), "banana", "live");
     assert_ne!(new, old);
-    let client = client_for(&registry);
+    let metrics = std::sync::Arc::new(monoship::metrics::Metrics::default());
+    let client = client_for(&registry).with_metrics(metrics.clone());
     let repository = format!("{}/banana", registry.host());
 
     registry.reset_requests();
@@ -211,19 +216,15 @@ async fn retag_moves_the_tag_with_one_manifest_put_and_no_blob_upload() {
             previous: Some(old.clone())
         }
     );
-    assert_eq!(registry.blob_uploads(), 0, "{:?}", registry.requests());
     assert_eq!(
-        registry.manifest_puts("banana", "live"),
-        1,
-        "{:?}",
-        registry.requests()
+        sequence(&registry.requests()),
+        tag_move("banana", "live", 200, &new)
     );
     let put = registry
         .requests()
         .into_iter()
         .find(|r| r.is_manifest_put("banana", "live"))
         .expect("a manifest PUT");
-    assert_eq!(put.status, 201);
     assert_eq!(put.content_type.as_deref(), Some(MANIFEST_TYPES[1]));
     let head = registry
         .requests()
@@ -238,11 +239,24 @@ async fn retag_moves_the_tag_with_one_manifest_put_and_no_blob_upload() {
         );
     }
 
+    registry.reset_requests();
     let resolved = client
         .resolve_digest(&repository, "live", &RegistryAuth::Anonymous)
         .await
         .unwrap();
     assert_eq!(resolved, new);
+    assert_eq!(
+        sequence(&registry.requests()),
+        ["HEAD /v2/banana/manifests/live -> 200"]
+    );
+    let text = metrics.encode();
+    for line in [
+        r#"monoship_registry_requests_total{operation="resolve",status="200"} 2"#,
+        r#"monoship_registry_requests_total{operation="get_manifest",status="200"} 1"#,
+        r#"monoship_registry_requests_total{operation="put_manifest",status="201"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
 
     // Second time: already so, nothing written.
     registry.reset_requests();
@@ -420,5 +434,474 @@ async fn htpasswd_registry_denies_without_credentials_and_accepts_basic() {
             .resolve_digest(&repository, "live", &RegistryAuth::Anonymous)
             .await,
         reasons::REGISTRY_ACCESS_DENIED,
+    );
+}
+
+/// `METHOD path -> status` of each request, for exact sequence assertions.
+fn sequence(requests: &[RecordedRequest]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}
+
+/// The requests of one tag move once auth is settled: HEAD the tag (answered `head`), GET the
+/// manifest by digest, PUT it to the tag.
+fn tag_move(repository: &str, tag: &str, head: u16, digest: &str) -> Vec<String> {
+    vec![
+        format!("HEAD /v2/{repository}/manifests/{tag} -> {head}"),
+        format!("GET /v2/{repository}/manifests/{digest} -> 200"),
+        format!("PUT /v2/{repository}/manifests/{tag} -> 201"),
+    ]
+}
+
+fn fake_sequence(requests: &[FakeRequest]) -> Vec<String> {
+    requests
+        .iter()
+        .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+        .collect()
+}
+
+/// Basic auth against the real registry (htpasswd): the first request learns the challenge
+/// (one 401), after that the credentials go with every request up front, and only to it.
+#[tokio::test]
+async fn basic_credentials_are_sent_up_front_once_the_registry_asked_for_them() {
+    let registry = TestRegistry::start_with_htpasswd("builder", "s3cret").await;
+    let pushed = build_and_push_with(
+        service_dir("v1\n").path(),
+        &format!("{}/banana:v1", registry.host()),
+        1,
+        Some(("builder", "s3cret")),
+    );
+    let client = client_for(&registry);
+    let repository = format!("{}/banana", registry.host());
+    let auth = RegistryAuth::Basic {
+        username: "builder".into(),
+        password: "s3cret".into(),
+    };
+
+    registry.reset_requests();
+    assert_eq!(
+        client
+            .resolve_digest(&repository, "v1", &auth)
+            .await
+            .unwrap(),
+        pushed
+    );
+    assert_eq!(
+        sequence(&registry.requests()),
+        [
+            "HEAD /v2/banana/manifests/v1 -> 401",
+            "HEAD /v2/banana/manifests/v1 -> 200"
+        ]
+    );
+
+    registry.reset_requests();
+    client
+        .retag_without_upload(&repository, &pushed, "live", &auth)
+        .await
+        .unwrap();
+    assert_eq!(
+        sequence(&registry.requests()),
+        tag_move("banana", "live", 404, &pushed)
+    );
+
+    // Anonymous callers of the same client still send nothing, and are denied.
+    registry.reset_requests();
+    assert_stalled(
+        client
+            .resolve_digest(&repository, "live", &RegistryAuth::Anonymous)
+            .await,
+        reasons::REGISTRY_ACCESS_DENIED,
+    );
+    assert_eq!(
+        sequence(&registry.requests()),
+        ["HEAD /v2/banana/manifests/live -> 401"]
+    );
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+fn manifest_bytes(flavor: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": monoship_testkit::oci::sha256_digest(flavor.as_bytes()),
+            "size": flavor.len(),
+        },
+        "layers": [],
+    }))
+    .unwrap()
+}
+
+/// A registry whose HEAD carries no digest, so the client must GET, and whose GET answers `get`.
+async fn hostile(get: ManifestAnswer) -> (FakeRegistry, RegistryClient, String) {
+    hostile_with(Behaviour {
+        digest_header: false,
+        get,
+        ..Behaviour::default()
+    })
+    .await
+}
+
+async fn hostile_with(behaviour: Behaviour) -> (FakeRegistry, RegistryClient, String) {
+    init();
+    let fake = FakeRegistry::start(behaviour).await;
+    fake.put_manifest("banana", "v1", OCI_MANIFEST, &manifest_bytes("v1"));
+    let client = RegistryClient::new(vec![fake.host()]);
+    let repository = format!("{}/banana", fake.host());
+    (fake, client, repository)
+}
+
+fn assert_transient(result: Result<impl std::fmt::Debug, Error>, needle: &str) -> String {
+    match result {
+        Err(error @ Error::Registry { .. }) => {
+            assert!(!error.is_stalled());
+            assert_eq!(error.reason(), reasons::REGISTRY_ERROR);
+            let message = error.to_string();
+            assert!(message.contains(needle), "{needle:?} not in {message}");
+            message
+        }
+        other => panic!("expected a transient registry error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn without_a_digest_header_the_digest_is_the_sha256_of_a_checked_manifest_body() {
+    let (fake, client, repository) = hostile(ManifestAnswer::Stored).await;
+    let digest = monoship_testkit::oci::sha256_digest(&manifest_bytes("v1"));
+    assert_eq!(
+        client
+            .resolve_digest(&repository, "v1", &RegistryAuth::Anonymous)
+            .await
+            .unwrap(),
+        digest
+    );
+    assert_eq!(
+        fake_sequence(&fake.requests()),
+        [
+            "HEAD /v2/banana/manifests/v1 -> 200",
+            "GET /v2/banana/manifests/v1 -> 200"
+        ]
+    );
+}
+
+/// An HTML page, an octet-stream (even one holding a manifest), or a manifest media type on a
+/// body that is no manifest: no digest, a transient error that says what came back, and no
+/// request after the GET.
+#[tokio::test]
+async fn a_body_that_is_no_manifest_is_no_digest() {
+    let cases = [
+        (
+            "text/html; charset=utf-8",
+            b"<html><body>Sign in to continue</body></html>".to_vec(),
+            "Content-Type text/html, which is not a manifest media type",
+        ),
+        (
+            "application/octet-stream",
+            manifest_bytes("v1"),
+            "Content-Type application/octet-stream, which is not a manifest media type",
+        ),
+        (
+            OCI_MANIFEST,
+            br#"{"schemaVersion":2,"hello":"world"}"#.to_vec(),
+            "without config and layers",
+        ),
+    ];
+    for (content_type, body, needle) in cases {
+        let (fake, client, repository) = hostile(ManifestAnswer::Fixed {
+            content_type: content_type.into(),
+            body,
+        })
+        .await;
+        let message = assert_transient(
+            client
+                .resolve_digest(&repository, "v1", &RegistryAuth::Anonymous)
+                .await,
+            needle,
+        );
+        assert!(!message.contains("sha256:"), "{message}");
+        assert_eq!(
+            fake_sequence(&fake.requests()),
+            [
+                "HEAD /v2/banana/manifests/v1 -> 200",
+                "GET /v2/banana/manifests/v1 -> 200"
+            ]
+        );
+    }
+}
+
+/// A 64 MiB manifest body, chunked or with its Content-Length: no digest, a clear error, and the
+/// client hangs up after at most the 4 MiB cap (plus what sits in socket buffers), long before
+/// the end. A client that read the whole body would make the server stream all 64 MiB.
+#[tokio::test]
+async fn a_64_mib_body_is_not_read_past_the_cap() {
+    const CAP: usize = 4 * 1024 * 1024;
+    const TOTAL: usize = 64 * 1024 * 1024;
+    for declare_length in [false, true] {
+        let (fake, client, repository) = hostile(ManifestAnswer::Huge {
+            content_type: OCI_MANIFEST.into(),
+            total: TOTAL,
+            declare_length,
+        })
+        .await;
+        assert_transient(
+            client
+                .resolve_digest(&repository, "v1", &RegistryAuth::Anonymous)
+                .await,
+            "larger than 4 MiB",
+        );
+        assert!(
+            fake.wait_stream_dropped().await,
+            "the client kept the connection open"
+        );
+        let streamed = fake.streamed_bytes();
+        assert!(!fake.stream_finished(), "the whole body was sent");
+        // The fake paces its chunks, so socket buffers hold little beyond what was read. With a
+        // Content-Length over the cap the client reads nothing of the body.
+        let slack = 1024 * 1024;
+        let bound = if declare_length { slack } else { CAP + slack };
+        assert!(
+            streamed <= bound,
+            "declare_length={declare_length}: {streamed} bytes sent, more than {bound}"
+        );
+        eprintln!("declare_length={declare_length}: {streamed} bytes sent before the hang-up");
+    }
+}
+
+/// A tag move whose GET by digest answers garbage writes nothing; so does one whose served
+/// manifest is not the digest asked for.
+#[tokio::test]
+async fn a_tag_move_believes_only_the_manifest_with_the_requested_digest() {
+    for answer in [
+        ManifestAnswer::Fixed {
+            content_type: "text/html".into(),
+            body: b"<html></html>".to_vec(),
+        },
+        ManifestAnswer::Fixed {
+            content_type: OCI_MANIFEST.into(),
+            body: manifest_bytes("something else"),
+        },
+    ] {
+        let (fake, client, repository) = hostile(answer).await;
+        let digest = monoship_testkit::oci::sha256_digest(&manifest_bytes("v1"));
+        assert_transient(
+            client
+                .retag_without_upload(&repository, &digest, "live", &RegistryAuth::Anonymous)
+                .await,
+            &repository,
+        );
+        assert!(
+            fake.requests().iter().all(|r| r.method != "PUT"),
+            "{:?}",
+            fake.requests()
+        );
+        assert_eq!(fake.manifest("banana", "live"), None);
+    }
+}
+
+/// The bearer flow against a registry that demands tokens from its realm: the realm gets the
+/// basic credentials, the registry gets only tokens; a pull token serves HEAD and GET, a push
+/// token is fetched for the PUT; tokens are cached, so the next tag move asks for none.
+#[tokio::test]
+async fn bearer_tokens_are_fetched_per_scope_cached_and_sent_only_to_the_registry() {
+    init();
+    let fake = FakeRegistry::start(Behaviour {
+        bearer: Some(("robot".into(), "t0ps3cret".into())),
+        ..Behaviour::default()
+    })
+    .await;
+    let first = fake.put_manifest("team/banana", "build-1", OCI_MANIFEST, &manifest_bytes("1"));
+    let second = fake.put_manifest("team/banana", "build-2", OCI_MANIFEST, &manifest_bytes("2"));
+    let client = RegistryClient::new(vec![fake.host()]);
+    let repository = format!("{}/team/banana", fake.host());
+    let auth = RegistryAuth::Basic {
+        username: "robot".into(),
+        password: "t0ps3cret".into(),
+    };
+
+    let outcome = client
+        .retag_without_upload(&repository, &first, "live", &auth)
+        .await
+        .unwrap();
+    assert_eq!(outcome, RetagOutcome::Moved { previous: None });
+    assert_eq!(
+        fake.manifest("team/banana", "live"),
+        Some(manifest_bytes("1"))
+    );
+    let requests = fake.requests();
+    assert_eq!(
+        fake_sequence(&requests),
+        [
+            "HEAD /v2/team/banana/manifests/live -> 401".to_string(),
+            "GET /token -> 200".to_string(),
+            "HEAD /v2/team/banana/manifests/live -> 404".to_string(),
+            format!("GET /v2/team/banana/manifests/{first} -> 200"),
+            "GET /token -> 200".to_string(),
+            "PUT /v2/team/banana/manifests/live -> 201".to_string(),
+        ]
+    );
+    let scopes: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.path == "/token")
+        .map(|r| r.query.as_str())
+        .collect();
+    assert!(
+        scopes[0].contains("scope=repository%3Ateam%2Fbanana%3Apull")
+            && scopes[0].contains("service=fake-registry"),
+        "{scopes:?}"
+    );
+    assert!(
+        scopes[1].contains("scope=repository%3Ateam%2Fbanana%3Apull%2Cpush"),
+        "{scopes:?}"
+    );
+    for request in &requests {
+        let sent = request.authorization.as_deref().unwrap_or_default();
+        if request.path == "/token" {
+            assert!(sent.starts_with("Basic "), "{request:?}");
+        } else {
+            assert!(
+                !sent.starts_with("Basic "),
+                "a password went to the registry: {request:?}"
+            );
+        }
+    }
+    assert_eq!(requests[0].authorization, None);
+
+    // Everything is known now: a resolve and a second tag move fetch no token and meet no 401.
+    fake.reset_requests();
+    assert_eq!(
+        client
+            .resolve_digest(&repository, "live", &auth)
+            .await
+            .unwrap(),
+        first
+    );
+    client
+        .retag_without_upload(&repository, &second, "live", &auth)
+        .await
+        .unwrap();
+    let mut expected = vec!["HEAD /v2/team/banana/manifests/live -> 200".to_string()];
+    expected.extend(tag_move("team/banana", "live", 200, &second));
+    assert_eq!(fake_sequence(&fake.requests()), expected);
+
+    // A token the registry no longer takes is replaced once, and the request sent again.
+    fake.revoke_tokens();
+    fake.reset_requests();
+    assert_eq!(
+        client
+            .resolve_digest(&repository, "live", &auth)
+            .await
+            .unwrap(),
+        second
+    );
+    assert_eq!(
+        fake_sequence(&fake.requests()),
+        [
+            "HEAD /v2/team/banana/manifests/live -> 401",
+            "GET /token -> 200",
+            "HEAD /v2/team/banana/manifests/live -> 200"
+        ]
+    );
+
+    // Another caller's tokens are not reused: anonymous and wrong credentials ask the realm
+    // themselves and are denied, and no message carries a password.
+    fake.reset_requests();
+    let message = assert_stalled(
+        client
+            .resolve_digest(&repository, "live", &RegistryAuth::Anonymous)
+            .await,
+        reasons::REGISTRY_ACCESS_DENIED,
+    );
+    // The registry is known to want tokens, so the realm is asked first, without credentials.
+    assert_eq!(fake_sequence(&fake.requests()), ["GET /token -> 401"]);
+    assert_eq!(fake.requests()[0].authorization, None);
+    let wrong = RegistryAuth::Basic {
+        username: "robot".into(),
+        password: "guessed-wrong".into(),
+    };
+    let wrong_message = assert_stalled(
+        client.resolve_digest(&repository, "live", &wrong).await,
+        reasons::REGISTRY_ACCESS_DENIED,
+    );
+    for text in [&message, &wrong_message] {
+        assert!(
+            !text.contains("t0ps3cret") && !text.contains("guessed-wrong"),
+            "{text}"
+        );
+        assert!(!text.contains("token-"), "{text}");
+    }
+}
+
+/// A registry that asked for basic credentials then redirects the manifest GET to another
+/// origin: the redirect is not followed, so the credentials go nowhere else. And what a
+/// registry echoes back of the credentials never reaches an error message.
+#[tokio::test]
+async fn credentials_go_nowhere_else_and_into_no_message() {
+    let elsewhere = FakeRegistry::start(Behaviour::default()).await;
+    elsewhere.put_manifest("banana", "v1", OCI_MANIFEST, &manifest_bytes("v1"));
+    let auth = RegistryAuth::Basic {
+        username: "robot".into(),
+        password: "t0ps3cret".into(),
+    };
+    let encoded = "cm9ib3Q6dDBwczNjcmV0"; // base64("robot:t0ps3cret")
+    let basic = Some(("robot".to_string(), "t0ps3cret".to_string()));
+
+    let (fake, client, repository) = hostile_with(Behaviour {
+        digest_header: false,
+        get: ManifestAnswer::Redirect(format!(
+            "http://{}/v2/banana/manifests/v1",
+            elsewhere.host()
+        )),
+        basic: basic.clone(),
+        ..Behaviour::default()
+    })
+    .await;
+    let message = assert_transient(
+        client.resolve_digest(&repository, "v1", &auth).await,
+        "redirect to another origin",
+    );
+    assert_eq!(
+        fake_sequence(&fake.requests()),
+        [
+            "HEAD /v2/banana/manifests/v1 -> 401",
+            "HEAD /v2/banana/manifests/v1 -> 200",
+            "GET /v2/banana/manifests/v1 -> 307"
+        ]
+    );
+    assert!(
+        fake.requests()[2]
+            .authorization
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "the redirect answered a request with credentials"
+    );
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+    assert!(
+        !message.contains("t0ps3cret") && !message.contains(encoded),
+        "{message}"
+    );
+
+    let (fake, client, repository) = hostile_with(Behaviour {
+        digest_header: false,
+        get: ManifestAnswer::EchoAuthorization,
+        basic,
+        ..Behaviour::default()
+    })
+    .await;
+    let message = assert_transient(
+        client.resolve_digest(&repository, "v1", &auth).await,
+        "HTTP 500",
+    );
+    assert_eq!(fake.requests().len(), 3, "{:?}", fake.requests());
+    assert!(
+        !message.contains("t0ps3cret") && !message.contains(encoded),
+        "{message}"
     );
 }

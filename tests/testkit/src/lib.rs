@@ -3,6 +3,7 @@
 
 pub mod apiserver;
 pub mod envtest;
+pub mod fake_registry;
 pub mod git;
 pub mod jobrunner;
 pub mod nomad;

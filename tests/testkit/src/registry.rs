@@ -238,7 +238,7 @@ fn lock(log: &Log) -> std::sync::MutexGuard<'_, Vec<RecordedRequest>> {
     log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Install rustls' ring provider for the process (kube, oci-client and reqwest are built without
+/// Install rustls' ring provider for the process (kube and reqwest are built without
 /// a default one). Harmless to call more than once.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
