@@ -511,16 +511,7 @@ async fn a_tag_added_later_is_moved_to_the_current_digest() {
 /// kube's client already retries 429, 503 and 504 by itself.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_transient_fault_shows_on_ready_and_is_retried() {
-    let seed = Seed::start().await;
-    seed.api.inject_fault(
-        FaultRule::new("patch", "deployments")
-            .name("banana")
-            .status(500)
-            .times(100_000),
-    );
-    let controller = common::start(&seed, Duration::from_secs(600)).await;
-    let revision = seed.repo.head();
-    seed.set_service_revision("banana", &revision).await;
+    let (seed, controller) = common::with_failing_target_writes(500).await;
     let failing = wait_for(&seed, "banana", "Ready=False from the fault", |o| {
         condition(o, "Ready")
             .is_some_and(|c| c["status"] == "False" && c["reason"] == "KubernetesAPIError")

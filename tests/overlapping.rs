@@ -229,15 +229,7 @@ async fn one_nomad_job_on_two_clusters_is_two_targets() {
 /// server's own sentence, not a backoff loop with a Debug dump.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_invalid_write_stalls_with_the_servers_sentence() {
-    let seed = Seed::start().await;
-    seed.api.inject_fault(
-        FaultRule::new("patch", "deployments")
-            .name("banana")
-            .status(422)
-            .times(100_000),
-    );
-    let controller = common::start(&seed, Duration::from_secs(600)).await;
-    seed.set_service_revision("banana", &seed.repo.head()).await;
+    let (seed, controller) = common::with_failing_target_writes(422).await;
     let stalled = wait_for(&seed, "banana", "Stalled", |o| phase(o) == "Stalled").await;
     let stall = common::condition(&stalled, "Stalled").unwrap();
     assert_eq!(stall["reason"], "KubernetesAPIInvalid");

@@ -182,16 +182,7 @@ async fn a_build_service_account_can_be_forbidden_by_the_admin() {
 /// server's own words, which name the verb and the resource; it is not retried in a loop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_forbidden_write_stalls_and_is_not_retried_in_a_loop() {
-    use monoship_testkit::apiserver::FaultRule;
-    let seed = Seed::start().await;
-    seed.api.inject_fault(
-        FaultRule::new("patch", "deployments")
-            .name("banana")
-            .status(403)
-            .times(100_000),
-    );
-    let controller = common::start(&seed, Duration::from_secs(600)).await;
-    seed.set_service_revision("banana", &seed.repo.head()).await;
+    let (seed, controller) = common::with_failing_target_writes(403).await;
     let stalled = wait_for(&seed, "banana", "Stalled", |o| phase(o) == "Stalled").await;
     let stall = condition(&stalled, "Stalled").unwrap();
     assert_eq!(stall["reason"], "KubernetesAPIForbidden");

@@ -156,3 +156,18 @@ pub async fn merge(seed: &Seed, name: &str, patch: Value) {
         .await
         .unwrap();
 }
+
+/// The seed scenario whose API server answers every write to banana's Deployment with `code`,
+/// a controller, and banana set to the first commit.
+pub async fn with_failing_target_writes(code: u16) -> (Seed, Running) {
+    let seed = Seed::start().await;
+    seed.api.inject_fault(
+        monoship_testkit::apiserver::FaultRule::new("patch", "deployments")
+            .name("banana")
+            .status(code)
+            .times(100_000),
+    );
+    let controller = start(&seed, Duration::from_secs(600)).await;
+    seed.set_service_revision("banana", &seed.repo.head()).await;
+    (seed, controller)
+}
