@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use monoship_testkit::apiserver::FaultRule;
 use monoship_testkit::scenario::{NAMESPACE, Seed};
 use serde_json::{Value, json};
@@ -279,5 +279,83 @@ async fn a_pin_that_meets_a_concurrent_write_reads_again_and_retries() {
     // Retried within the pin: no reconcile failed for it.
     let errors = r#"monoship_reconciles_total{result="error"}"#;
     assert_eq!(common::counter(&controller.metrics.encode(), errors), 0.0);
+    controller.stop().await;
+}
+
+/// Git's server-side apply of a Deployment, as Flux (or Argo CD with server-side apply) makes it.
+async fn git_apply(seed: &Seed, name: &str, containers: Value) {
+    let deployments: Api<Deployment> = Api::namespaced(seed.client.clone(), NAMESPACE);
+    let manifest = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}}
+        }
+    });
+    deployments
+        .patch(
+            name,
+            &PatchParams::apply("flux").force(),
+            &Patch::Apply(&manifest),
+        )
+        .await
+        .unwrap();
+}
+
+/// A container Git's server-side apply removes stays in the workload while monoship's fields
+/// keep it: its own ServiceBuild stalls `ContainerNotFound`, and no other pin carries it on,
+/// so the next pin of the workload lets it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_git_removed_is_not_carried_on() {
+    let seed = Seed::start().await;
+    let bootstrap = json!({"name": "app", "image": "example.org/kiwi:bootstrap"});
+    let sidecar = json!({"name": "sidecar", "image": "example.org/proxy:1"});
+    git_apply(&seed, "kiwi", json!([bootstrap, sidecar])).await;
+    let controller = common::start(&seed, RESYNC).await;
+    let banana_targets = json!([deployment_target("kiwi", "app")]);
+    let orange_targets = json!([deployment_target("kiwi", "sidecar")]);
+    create(&seed, with_targets(&seed, "banana", banana_targets)).await;
+    create(&seed, with_targets(&seed, "orange", orange_targets)).await;
+    let banana = wait_for(&seed, "banana", "Promoted", promoted).await;
+    wait_for(&seed, "orange", "Promoted", promoted).await;
+
+    // Git drops the sidecar (and, having no ignore rule, puts its own app image back).
+    git_apply(&seed, "kiwi", json!([bootstrap])).await;
+    let orange = wait_for(&seed, "orange", "ContainerNotFound", |o| {
+        condition(o, "Stalled").is_some_and(|c| c["reason"] == "ContainerNotFound")
+    })
+    .await;
+    let message = condition(&orange, "Stalled").unwrap()["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("\"sidecar\""),
+        "{message}"
+    );
+    wait_for(&seed, "banana", "the drift re-pinned", |o| {
+        o["status"]["targets"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("example.org/kiwi:bootstrap"))
+    })
+    .await;
+    tokio::time::sleep(WATCH).await;
+    assert_eq!(
+        containers(&seed, "kiwi").await,
+        BTreeMap::from([("app".to_owned(), Some(pinned(&seed, &banana)))])
+    );
+    assert_eq!(
+        claims(&seed, "kiwi").await,
+        BTreeMap::from([("app".to_owned(), "shop/banana".to_owned())])
+    );
+    let monoship_writes = seed
+        .api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "deployments" && w.name.as_deref() == Some("kiwi"))
+        .filter(|w| w.changed && w.field_manager.as_deref() == Some("monoship"))
+        .count();
+    assert_eq!(
+        monoship_writes, 3,
+        "two pins and one re-pin after Git's apply"
+    );
     controller.stop().await;
 }

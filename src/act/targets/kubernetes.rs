@@ -159,6 +159,17 @@ pub async fn pin_target(
         let object = read(&api, workload).await?;
         let previous = image_in(workload, &object)?;
         let claims = Claims::read(workload, &object);
+        if claims.kept_by_monoship_alone(&workload.target.container) {
+            return Err(Error::stalled(
+                reasons::CONTAINER_NOT_FOUND,
+                format!(
+                    "target {} container {:?} was removed by the workload's other field \
+                     managers (Git); only monoship's pin keeps it: remove the target",
+                    workload.describe(),
+                    workload.target.container
+                ),
+            ));
+        }
         match claims.owner(&workload.target.container) {
             Some(owner) if owner == claimant && previous.as_deref() == Some(image) => {
                 return Ok(PinOutcome::AlreadyPinned);

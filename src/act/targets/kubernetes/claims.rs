@@ -12,7 +12,7 @@
 //! ServiceBuild that names the same container is refused while the claim is live: while its
 //! owner exists and still lists that target.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
@@ -54,7 +54,10 @@ pub struct Claims {
     containers: Vec<(String, Option<String>)>,
     /// Containers whose `image` the `monoship` field manager owns (pins written before the
     /// annotations existed have no annotation).
-    owned_images: Vec<String>,
+    owned_images: BTreeSet<String>,
+    /// Containers that only monoship's fields keep in the workload: every other owner (Git's
+    /// server-side apply, say) has dropped them. They are not carried on, so they go.
+    kept_by_monoship_alone: BTreeSet<String>,
 }
 
 impl Claims {
@@ -89,11 +92,22 @@ impl Claims {
                     .collect()
             })
             .unwrap_or_default();
+        let holders = Holders::read(workload, object);
         Self {
             owners,
             containers,
-            owned_images: owned_images(workload, object),
+            kept_by_monoship_alone: holders
+                .monoship
+                .difference(&holders.others)
+                .cloned()
+                .collect(),
+            owned_images: holders.monoship_images,
         }
+    }
+
+    /// Whether `container` is in the workload only because monoship's own fields keep it.
+    pub fn kept_by_monoship_alone(&self, container: &str) -> bool {
+        self.kept_by_monoship_alone.contains(container)
     }
 
     /// The claimant of `container`, if any.
@@ -116,6 +130,9 @@ impl Claims {
         let mut annotations = Map::new();
         let mut containers = Vec::new();
         for (name, current) in &self.containers {
+            if name != ours && self.kept_by_monoship_alone(name) {
+                continue;
+            }
             let claimed = self.owners.get(name);
             if let Some(owner) = claimed {
                 annotations.insert(claim_key(name)?, json!(owner));
@@ -151,43 +168,53 @@ impl Claims {
     }
 }
 
-/// Containers whose `image` the `monoship` manager's Apply entry in `managedFields` owns.
-fn owned_images(workload: &Workload<'_>, object: &Value) -> Vec<String> {
-    let Some(entries) = object
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-    else {
-        return Vec::new();
-    };
-    let mut owned = Vec::new();
-    for entry in entries {
-        let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default();
-        if field("manager") != FIELD_MANAGER
-            || field("operation") != "Apply"
-            || !field("subresource").is_empty()
-        {
-            continue;
-        }
-        let mut node = entry.get("fieldsV1");
-        for key in containers_path(workload.target.kind) {
-            node = node.and_then(|n| n.get(format!("f:{key}")));
-        }
-        let Some(items) = node.and_then(Value::as_object) else {
-            continue;
-        };
-        for (key, fields) in items {
-            let name = key
-                .strip_prefix("k:")
-                .and_then(|k| serde_json::from_str::<Value>(k).ok())
-                .and_then(|k| k.get("name").and_then(Value::as_str).map(str::to_owned));
-            if let Some(name) = name
-                && fields.get("f:image").is_some()
-            {
-                owned.push(name);
+/// Who holds which containers of a workload, from `metadata.managedFields`.
+#[derive(Debug, Default)]
+struct Holders {
+    /// Containers with fields in the `monoship` manager's Apply entry.
+    monoship: BTreeSet<String>,
+    /// Of those, the containers whose `image` it owns.
+    monoship_images: BTreeSet<String>,
+    /// Containers with fields in any other entry.
+    others: BTreeSet<String>,
+}
+
+impl Holders {
+    fn read(workload: &Workload<'_>, object: &Value) -> Self {
+        let mut holders = Self::default();
+        let entries = object
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array);
+        for entry in entries.into_iter().flatten() {
+            let field = |k: &str| entry.get(k).and_then(Value::as_str).unwrap_or_default();
+            let ours = field("manager") == FIELD_MANAGER
+                && field("operation") == "Apply"
+                && field("subresource").is_empty();
+            let mut node = entry.get("fieldsV1");
+            for key in containers_path(workload.target.kind) {
+                node = node.and_then(|n| n.get(format!("f:{key}")));
+            }
+            let items = node.and_then(Value::as_object).into_iter().flatten();
+            for (key, fields) in items {
+                let Some(name) = key
+                    .strip_prefix("k:")
+                    .and_then(|k| serde_json::from_str::<Value>(k).ok())
+                    .and_then(|k| k.get("name").and_then(Value::as_str).map(str::to_owned))
+                else {
+                    continue;
+                };
+                if !ours {
+                    holders.others.insert(name);
+                    continue;
+                }
+                if fields.get("f:image").is_some() {
+                    holders.monoship_images.insert(name.clone());
+                }
+                holders.monoship.insert(name);
             }
         }
+        holders
     }
-    owned
 }
 
 /// Whether `claimant`'s claim on the workload's container is live: the ServiceBuild exists,
@@ -237,34 +264,48 @@ mod tests {
         }
     }
 
-    fn deployment(annotations: Value, managed: Value) -> Value {
-        json!({
-            "metadata": {"name": "banana", "annotations": annotations, "managedFields": managed},
-            "spec": {"template": {"spec": {"containers": [
-                {"name": "app", "image": "r@sha256:aa"},
-                {"name": "sidecar", "image": "proxy:1"},
-                {"name": "log", "image": "log:1"}
-            ]}}}
-        })
+    /// A `FieldsV1` entry of `manager` holding `fields` of each named container.
+    fn entry(manager: &str, operation: &str, containers: &[(&str, Value)]) -> Value {
+        let items: Map<String, Value> = containers
+            .iter()
+            .map(|(name, fields)| (format!("k:{{\"name\":\"{name}\"}}"), fields.clone()))
+            .collect();
+        json!({"manager": manager, "operation": operation,
+               "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": items}}}}})
     }
 
     #[test]
     fn the_apply_carries_every_claim_and_owned_image_at_its_current_value() {
         let t = target("sidecar");
         let workload = Workload::new(&t, "shop");
-        // `app` claimed by banana, `gone` claimed but no longer a container, `log` owned by
-        // monoship's manager (an older pin without annotation).
-        let object = deployment(
-            json!({"pin.monoship.dev/app": "shop/banana", "pin.monoship.dev/gone": "shop/x",
-                   "other": "kept out"}),
-            json!([{"manager": "monoship", "operation": "Apply", "fieldsV1": {"f:spec": {"f:template":
-                {"f:spec": {"f:containers": {"k:{\"name\":\"log\"}": {".": {}, "f:image": {}, "f:name": {}}}}}}}},
-                   {"manager": "kubectl", "operation": "Update", "fieldsV1": {"f:spec": {"f:template":
-                {"f:spec": {"f:containers": {"k:{\"name\":\"sidecar\"}": {"f:image": {}}}}}}}}]),
-        );
+        let name_and_image = json!({".": {}, "f:image": {}, "f:name": {}});
+        let name = json!({".": {}, "f:name": {}});
+        // `app` claimed by banana; `gone` claimed but no longer a container; `log` pinned by
+        // an older monoship (image owned, no annotation); `dropped` removed from Git's
+        // manifest and kept only by monoship's fields.
+        let object = json!({
+            "metadata": {
+                "name": "banana",
+                "annotations": {"pin.monoship.dev/app": "shop/banana", "pin.monoship.dev/gone": "shop/x",
+                                "pin.monoship.dev/dropped": "shop/y", "other": "kept out"},
+                "managedFields": [
+                    entry("monoship", "Apply", &[("app", name_and_image.clone()),
+                        ("log", name_and_image.clone()), ("dropped", name_and_image.clone())]),
+                    entry("git", "Apply", &[("app", name.clone()), ("sidecar", name_and_image),
+                        ("log", name)]),
+                ]
+            },
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "app", "image": "r@sha256:aa"},
+                {"name": "sidecar", "image": "proxy:1"},
+                {"name": "log", "image": "log:1"},
+                {"name": "dropped", "image": "old@sha256:cc"}
+            ]}}}
+        });
         let claims = Claims::read(&workload, &object);
         assert_eq!(claims.owner("app"), Some("shop/banana"));
-        assert_eq!(claims.owned_images, ["log"]);
+        assert!(claims.kept_by_monoship_alone("dropped"));
+        assert!(!claims.kept_by_monoship_alone("app") && !claims.kept_by_monoship_alone("log"));
         let body = claims
             .apply_body(&workload, Some("42"), "r@sha256:bb", "shop/orange")
             .unwrap();
