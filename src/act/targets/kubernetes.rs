@@ -163,8 +163,9 @@ pub async fn pin_target(
             return Err(Error::stalled(
                 reasons::CONTAINER_NOT_FOUND,
                 format!(
-                    "target {} container {:?} was removed by the workload's other field \
-                     managers (Git); only monoship's pin keeps it: remove the target",
+                    "target {} container {:?} was removed from the workload by its other \
+                     field managers (Git, say) and only monoship's own pin keeps it there: \
+                     remove the target from this ServiceBuild",
                     workload.describe(),
                     workload.target.container
                 ),
