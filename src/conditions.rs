@@ -38,6 +38,8 @@ pub mod reasons {
     pub const INVALID_SECRET: &str = "InvalidSecret";
     pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
     pub const CONTAINER_NOT_FOUND: &str = "ContainerNotFound";
+    /// Another ServiceBuild pins the target's container (`pin.monoship.dev/<container>`).
+    pub const TARGET_CLAIMED: &str = "TargetClaimed";
     pub const REGISTRY_ACCESS_DENIED: &str = "RegistryAccessDenied";
     pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
     pub const NOMAD_ACCESS_DENIED: &str = "NomadAccessDenied";

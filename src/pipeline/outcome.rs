@@ -48,7 +48,8 @@ pub struct TargetOutcome {
 /// What pinning one target did when it succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PinOutcome {
-    /// The target already ran the digest; nothing was written.
+    /// The target already ran the digest; nothing that could roll it out was written (at most
+    /// the annotation that records which ServiceBuild pins it).
     AlreadyPinned,
     /// The target was written.
     Pinned(Pinned),

@@ -1,6 +1,7 @@
-//! What a real cluster does that monoship does not handle yet. Each test is written as the
-//! behaviour should be, and ignored with the title of the issue that fixes it; run them with
-//! `cargo test --test real -- --ignored`. Never delete them: un-ignore them with the fix.
+//! What a real cluster does that the in-process API server does not show: server-side apply's
+//! field removal (two pins on one Deployment) and Pod Security admission. Each was first written
+//! as the behaviour should be and ignored with the title of the issue that fixed it; a new gap
+//! goes here the same way (`cargo test --test real -- --ignored` runs the ignored ones).
 
 use std::time::Duration;
 
@@ -89,11 +90,10 @@ fn namespaced(seed: &RealSeed) -> Settings {
 }
 
 /// Two ServiceBuilds pin two containers of one Deployment: banana the `app` container, orange
-/// the `sidecar`. Each must own its own container's image. Today both apply as one field
-/// manager, so the second apply drops the first container's image and kube-apiserver answers
+/// the `sidecar`. Each apply carries every image monoship holds on the Deployment; an apply that
+/// carried only its own container would drop the other's image, and kube-apiserver would answer
 /// 422 `spec.template.spec.containers[0].image: Required value`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "Correct when things overlap: one leader for sure, one owner per target, provenance of every digest"]
 async fn two_servicebuilds_pin_two_containers_of_one_deployment() {
     let env = envtest!();
     let _shared = crate::NAMESPACED.read().await;

@@ -1,13 +1,26 @@
-//! Kubernetes workload targets: pin one container's image with server-side apply of that one
-//! field, under field manager `monoship`, and only when it is not already pinned.
+//! Kubernetes workload targets: pin one container's image with server-side apply under field
+//! manager `monoship`, and only when it is not already pinned. The apply also carries every
+//! other image and claim monoship holds on the workload ([`claims`]), so that pins of several
+//! containers (by one ServiceBuild or several) never take each other's fields away.
 
+mod claims;
+
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::Value;
+use tracing::{debug, info};
 
-use super::{PinOutcome, Pinned};
+use super::{Actor, PinOutcome, Pinned};
 use crate::api::{FIELD_MANAGER, KubernetesTarget, WorkloadKind};
 use crate::conditions::reasons;
 use crate::{Error, Result};
+use claims::Claims;
+
+pub use claims::PIN_ANNOTATION_PREFIX;
+
+/// How many times a pin reads the workload again after a concurrent write (409) before it
+/// gives up with a transient error.
+const ATTEMPTS: usize = 4;
 
 /// A Kubernetes target, with its namespace resolved.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +36,14 @@ impl<'a> Workload<'a> {
             target,
             namespace: target.namespace.as_deref().unwrap_or(default_namespace),
         }
+    }
+
+    /// Whether both name the same container of the same workload.
+    pub fn same_container(&self, other: &Workload<'_>) -> bool {
+        self.namespace == other.namespace
+            && self.target.kind == other.target.kind
+            && self.target.name == other.target.name
+            && self.target.container == other.target.container
     }
 
     fn describe(&self) -> String {
@@ -76,24 +97,6 @@ pub fn container_image(
         .map(|c| c.get("image").and_then(Value::as_str).map(str::to_owned))
 }
 
-/// The server-side apply body that sets only the container's image.
-pub fn apply_body(workload: &Workload<'_>, image: &str) -> Value {
-    let resource = api_resource(workload.target.kind);
-    let mut node = json!([{ "name": workload.target.container, "image": image }]);
-    for key in containers_path(workload.target.kind).iter().rev() {
-        node = json!({ *key: node });
-    }
-    if let Value::Object(map) = &mut node {
-        map.insert("apiVersion".into(), json!(resource.api_version));
-        map.insert("kind".into(), json!(resource.kind));
-        map.insert(
-            "metadata".into(),
-            json!({ "name": workload.target.name, "namespace": workload.namespace }),
-        );
-    }
-    node
-}
-
 fn api(client: &kube::Client, workload: &Workload<'_>) -> Api<DynamicObject> {
     Api::namespaced_with(
         client.clone(),
@@ -102,23 +105,20 @@ fn api(client: &kube::Client, workload: &Workload<'_>) -> Api<DynamicObject> {
     )
 }
 
-/// The current image of the target's container. Stalled when the workload or the container
-/// does not exist.
-pub async fn current_image(
-    client: &kube::Client,
-    workload: &Workload<'_>,
-) -> Result<Option<String>> {
-    let object = api(client, workload)
-        .get_opt(&workload.target.name)
-        .await?
-        .ok_or_else(|| {
-            Error::stalled(
-                reasons::TARGET_NOT_FOUND,
-                format!("target {} does not exist", workload.describe()),
-            )
-        })?;
-    let object = serde_json::to_value(&object)?;
-    container_image(workload.target.kind, &object, &workload.target.container).ok_or_else(|| {
+/// The workload as JSON. Stalled when it does not exist.
+async fn read(api: &Api<DynamicObject>, workload: &Workload<'_>) -> Result<Value> {
+    let object = api.get_opt(&workload.target.name).await?.ok_or_else(|| {
+        Error::stalled(
+            reasons::TARGET_NOT_FOUND,
+            format!("target {} does not exist", workload.describe()),
+        )
+    })?;
+    Ok(serde_json::to_value(&object)?)
+}
+
+/// The image of the target's container in `object`. Stalled when there is no such container.
+fn image_in(workload: &Workload<'_>, object: &Value) -> Result<Option<String>> {
+    container_image(workload.target.kind, object, &workload.target.container).ok_or_else(|| {
         Error::stalled(
             reasons::CONTAINER_NOT_FOUND,
             format!(
@@ -130,33 +130,102 @@ pub async fn current_image(
     })
 }
 
-/// Pin the target's container to `image` (`repository@digest`), unless it already is.
-pub async fn pin_target(
+/// The current image of the target's container. Stalled when the workload or the container
+/// does not exist.
+pub async fn current_image(
     client: &kube::Client,
+    workload: &Workload<'_>,
+) -> Result<Option<String>> {
+    let object = read(&api(client, workload), workload).await?;
+    image_in(workload, &object)
+}
+
+/// Pin the target's container to `image` (`repository@digest`) for the acting ServiceBuild.
+///
+/// Nothing is written when the container already runs `image` under this ServiceBuild's claim.
+/// Stalled (`TargetClaimed`) when another ServiceBuild holds a live claim on the container. The
+/// apply is conditional on the resourceVersion read, so a concurrent write makes it fail with
+/// 409: the workload is read again, a few times, before a transient error.
+pub async fn pin_target(
+    actor: &Actor<'_>,
     workload: &Workload<'_>,
     image: &str,
 ) -> Result<PinOutcome> {
-    let previous = current_image(client, workload).await?;
-    if previous.as_deref() == Some(image) {
-        return Ok(PinOutcome::AlreadyPinned);
-    }
+    let claimant = format!("{}/{}", actor.namespace, actor.sb.name_any());
+    let api = api(actor.client, workload);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api(client, workload)
-        .patch(
-            &workload.target.name,
-            &params,
-            &Patch::Apply(apply_body(workload, image)),
-        )
-        .await?;
-    Ok(PinOutcome::Pinned(Pinned {
-        previous_image: previous,
-        ..Pinned::default()
-    }))
+    let mut attempt = 1;
+    loop {
+        let object = read(&api, workload).await?;
+        let previous = image_in(workload, &object)?;
+        let claims = Claims::read(workload, &object);
+        if claims.kept_by_monoship_alone(&workload.target.container) {
+            return Err(Error::stalled(
+                reasons::CONTAINER_NOT_FOUND,
+                format!(
+                    "target {} container {:?} was removed from the workload by its other \
+                     field managers (Git, say) and only monoship's own pin keeps it there: \
+                     remove the target from this ServiceBuild",
+                    workload.describe(),
+                    workload.target.container
+                ),
+            ));
+        }
+        match claims.owner(&workload.target.container) {
+            Some(owner) if owner == claimant && previous.as_deref() == Some(image) => {
+                return Ok(PinOutcome::AlreadyPinned);
+            }
+            Some(owner) if owner != claimant => {
+                if claims::is_live(actor.client, owner, workload).await? {
+                    return Err(Error::stalled(
+                        reasons::TARGET_CLAIMED,
+                        format!(
+                            "target {} container {:?} is pinned by ServiceBuild {owner}: remove \
+                             the target from this ServiceBuild, or from {owner} to hand the \
+                             container over",
+                            workload.describe(),
+                            workload.target.container
+                        ),
+                    ));
+                }
+                info!(target = %workload.describe(), %owner, "taking over a stale claim");
+            }
+            _ => {}
+        }
+        let rv = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str);
+        let body = claims.apply_body(workload, rv, image, &claimant)?;
+        actor.leadership.ensure()?;
+        match api
+            .patch(&workload.target.name, &params, &Patch::Apply(body))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt < ATTEMPTS => {
+                debug!(target = %workload.describe(), attempt, "the workload changed; reading it again");
+                attempt += 1;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if previous.as_deref() == Some(image) {
+            // Only the claim was written (a pin by an older monoship, or a stale claim taken
+            // over): the container ran the digest already.
+            info!(target = %workload.describe(), "claimed a target that already ran the digest");
+            return Ok(PinOutcome::AlreadyPinned);
+        }
+        return Ok(PinOutcome::Pinned(Pinned {
+            previous_image: previous,
+            ..Pinned::default()
+        }));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn target(kind: WorkloadKind) -> KubernetesTarget {
         KubernetesTarget {
@@ -168,14 +237,20 @@ mod tests {
     }
 
     #[test]
-    fn apply_body_sets_only_the_container_image() {
+    fn a_first_pin_sets_the_image_and_the_claim() {
         let t = target(WorkloadKind::Deployment);
-        let body = apply_body(&Workload::new(&t, "shop"), "r@sha256:aa");
+        let workload = Workload::new(&t, "shop");
+        let object = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "r:bootstrap"}, {"name": "sidecar", "image": "proxy:1"}]}}}});
+        let body = Claims::read(&workload, &object)
+            .apply_body(&workload, Some("7"), "r@sha256:aa", "shop/banana")
+            .unwrap();
         assert_eq!(
             body,
             json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": "banana", "namespace": "shop"},
+                "metadata": {"name": "banana", "namespace": "shop", "resourceVersion": "7",
+                             "annotations": {"pin.monoship.dev/app": "shop/banana"}},
                 "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "r@sha256:aa"}]}}}
             })
         );
@@ -184,14 +259,17 @@ mod tests {
     #[test]
     fn cronjob_containers_live_under_the_job_template() {
         let t = target(WorkloadKind::CronJob);
-        let body = apply_body(&Workload::new(&t, "shop"), "r@sha256:aa");
+        let workload = Workload::new(&t, "shop");
+        let object = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "app", "image": "old"}]}}}}}});
+        let body = Claims::read(&workload, &object)
+            .apply_body(&workload, None, "r@sha256:aa", "shop/banana")
+            .unwrap();
         assert_eq!(body["apiVersion"], "batch/v1");
         assert_eq!(
             body["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"],
             "r@sha256:aa"
         );
-        let object = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {
-            "containers": [{"name": "app", "image": "old"}]}}}}}});
         assert_eq!(
             container_image(WorkloadKind::CronJob, &object, "app"),
             Some(Some("old".into()))

@@ -58,7 +58,7 @@ async fn pin_target(actor: &Actor<'_>, target: &Target, image: &str) -> Result<P
     actor.leadership.ensure()?;
     if let Some(k8s) = &target.kubernetes {
         let workload = Workload::new(k8s, actor.namespace);
-        return kubernetes::pin_target(actor.client, &workload, image).await;
+        return kubernetes::pin_target(actor, &workload, image).await;
     }
     if let Some(nomad) = &target.nomad {
         let access = nomad_access(actor, nomad).await?;

@@ -11,6 +11,7 @@ mod apply;
 mod http;
 mod selector;
 mod store;
+mod validate;
 mod watch;
 
 use std::collections::BTreeMap;

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 
 use super::apply::{self, FieldSet};
 use super::selector::Selectors;
+use super::validate::validate;
 
 /// One served resource (a group/version/resource plus what the server needs to know about it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +75,7 @@ impl ResourceDef {
         }
     }
 
-    fn qualified_kind(&self) -> String {
+    pub(crate) fn qualified_kind(&self) -> String {
         if self.group.is_empty() {
             self.kind.clone()
         } else {
@@ -618,6 +619,7 @@ impl Store {
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(def, &name));
         }
+        validate(def, &name, &body)?;
         // A create through the API records its manager; clients cannot supply managedFields.
         if let Some(manager) = manager {
             let entry = ManagedEntry {
@@ -844,6 +846,9 @@ impl Store {
             _ => {}
         }
         let mut new = Self::prepare(def, &old, body, sub);
+        if sub.is_none() {
+            validate(def, name, &new)?;
+        }
         Self::record_update_manager(def, &old, &mut new, manager, sub);
         Ok(self.commit_update(def, old, new))
     }
@@ -890,6 +895,9 @@ impl Store {
             return Err(ApiError::conflict(def, name));
         }
         let mut new = Self::prepare(def, &old, doc, sub);
+        if sub.is_none() {
+            validate(def, name, &new)?;
+        }
         Self::record_update_manager(def, &old, &mut new, manager.unwrap_or("unknown"), sub);
         let (obj, changed) = self.commit_update(def, old, new);
         Ok((obj, changed, false))
@@ -955,6 +963,9 @@ impl Store {
         }
         let merged = self.apply_merge(def, &old, sub, patch, manager, force)?;
         let mut new = Self::prepare(def, &old, merged.clone(), sub);
+        if sub.is_none() {
+            validate(def, name, &new)?;
+        }
         // `prepare` restores managedFields from the old object; take the applied ones.
         match merged.pointer("/metadata/managedFields") {
             Some(m) => {
