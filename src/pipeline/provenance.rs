@@ -16,9 +16,9 @@ pub fn check(reported: Option<&str>, tagged: &str, image: &str) -> Result<Digest
         Some(reported) => Err(Fault::stalled(
             reasons::DIGEST_MISMATCH,
             format!(
-                "the build reported that it pushed {reported}, but {image} points at {tagged}: \
-                 something else pushed to that tag, so nothing is promoted; find what pushed \
-                 it, then set a new value of the monoship.dev/rebuild annotation to build again"
+                "the build reported that it pushed {reported}, but {image} points at {tagged}, \
+                 so something else pushed to that tag and nothing is promoted; find what did, \
+                 then set a new value of the monoship.dev/rebuild annotation to build again"
             ),
         )),
     }
