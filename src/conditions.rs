@@ -52,6 +52,11 @@ pub mod reasons {
     pub const NOMAD_REDIRECT_REFUSED: &str = "NomadRedirectRefused";
     /// Nomad's answer was larger than monoship reads.
     pub const NOMAD_ANSWER_TOO_LARGE: &str = "NomadAnswerTooLarge";
+    /// The build reported one digest and its revision tag points at another: something else
+    /// pushed to the tag. Nothing is promoted.
+    pub const DIGEST_MISMATCH: &str = "DigestMismatch";
+    /// An older ServiceBuild of the namespace pushes to the same `repository:revisionTag`.
+    pub const IMAGE_TAG_CLAIMED: &str = "ImageTagClaimed";
 
     // Transient.
     pub const BUILD_POD_PENDING: &str = "BuildPodPending";

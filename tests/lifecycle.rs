@@ -298,6 +298,8 @@ async fn invalid_references_stall_and_write_nothing_else() {
     unknown_deployment["spec"]["targets"][0]["kubernetes"]["name"] = json!("ghost");
     let mut unknown_container = seed.servicebuild("banana", &revision);
     unknown_container["metadata"]["name"] = json!("kiwi");
+    // Its own repository: banana's tag is banana's (a second claim on it would be refused).
+    unknown_container["spec"]["image"]["repository"] = json!(seed.repository("kiwi"));
     unknown_container["spec"]["targets"][0]["kubernetes"]["container"] = json!("nope");
 
     let cases = [

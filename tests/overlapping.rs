@@ -241,3 +241,139 @@ async fn an_invalid_write_stalls_with_the_servers_sentence() {
     );
     controller.stop().await;
 }
+
+/// The build of `service` as a shell command line: the seed build script on `dir`.
+fn build_command(seed: &Seed, dir: &str) -> String {
+    let script = monoship_testkit::oci::build_script();
+    format!("bash {} --layers {} {dir}", script.display(), seed.layers)
+}
+
+/// `banana` built by a shell `command` instead of the seed build.
+fn servicebuild_running(seed: &Seed, command: &str) -> Value {
+    let mut object = seed.servicebuild("banana", &seed.repo.head());
+    object["spec"]["build"]["template"]["spec"]["containers"][0]["command"] =
+        json!(["bash", "-c", command]);
+    object
+}
+
+fn target_writes(seed: &Seed) -> usize {
+    seed.api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "deployments" && w.changed && w.verb != "create")
+        .count()
+}
+
+fn built_message(object: &Value) -> String {
+    common::condition(object, "Built").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Someone else pushes to the build's revision tag after the build pushed (here: right after,
+/// another image to the same tag): the digest the build reported and the one the tag points at
+/// differ, so nothing is promoted, and the stall names both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tag_overwritten_after_the_build_pushed_promotes_nothing() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let overwrite = format!(
+        "{} && env -u MONOSHIP_DIGEST_FILE {}",
+        build_command(&seed, "services/banana"),
+        build_command(&seed, "services/orange")
+    );
+    create(&seed, servicebuild_running(&seed, &overwrite)).await;
+    let stalled = wait_for(&seed, "banana", "Stalled", |o| phase(o) == "Stalled").await;
+    let stall = common::condition(&stalled, "Stalled").unwrap();
+    assert_eq!(stall["reason"], "DigestMismatch", "{:#}", stalled["status"]);
+    let message = stall["message"].as_str().unwrap();
+    let digests: Vec<&str> = message
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':'))
+        .filter(|w| w.starts_with("sha256:") && w.len() == 71)
+        .collect();
+    assert_eq!(digests.len(), 2, "both digests: {message}");
+    assert_ne!(digests[0], digests[1], "{message}");
+    // The same content pushed elsewhere gives the same digest: the tag holds orange's build.
+    let orange = seed.repo.path().join("services/orange");
+    let host = seed.registry.host();
+    let orange_digest = tokio::task::spawn_blocking(move || {
+        monoship_testkit::oci::build_and_push_layers(&orange, &host, "scratch/orange", "x", 2)
+    })
+    .await
+    .unwrap();
+    assert_eq!(digests[1], orange_digest, "the tag's digest: {message}");
+    assert!(stalled["status"]["build"]["digest"].is_null());
+    assert!(stalled["status"]["current"].is_null());
+    assert_eq!(target_writes(&seed), 0, "no target written");
+    assert_eq!(
+        seed.registry.manifest_puts("shop/banana", "latest"),
+        0,
+        "no tag moved"
+    );
+    // It stays so: nothing is retried until a new revision or rebuild token.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(phase(&seed.get("banana").await), "Stalled");
+    assert_eq!((target_writes(&seed), job_creates(&seed)), (0, 1));
+    controller.stop().await;
+}
+
+/// A build that reports its digest (the seed build writes `$MONOSHIP_DIGEST_FILE`) records it
+/// as reported; one that reports nothing falls back to its tag and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_digest_is_recorded_with_where_it_came_from() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    seed.set_service_revision("orange", &seed.repo.head()).await;
+    let silent = format!(
+        "env -u MONOSHIP_DIGEST_FILE {}",
+        build_command(&seed, "services/banana")
+    );
+    create(&seed, servicebuild_running(&seed, &silent)).await;
+
+    let orange = wait_for(&seed, "orange", "Promoted", |o| phase(o) == "Promoted").await;
+    let build = &orange["status"]["build"];
+    assert_eq!(build["digestSource"], "Reported", "{build:#}");
+    assert_eq!(build["digest"], orange["status"]["current"]["digest"]);
+    assert!(built_message(&orange).contains("reported its digest"));
+
+    let banana = wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
+    let build = &banana["status"]["build"];
+    assert_eq!(build["digestSource"], "Tag", "{build:#}");
+    assert_eq!(build["digest"], banana["status"]["current"]["digest"]);
+    let message = built_message(&banana);
+    assert!(message.contains("reported no digest"), "{message}");
+    assert!(message.contains("its tag"), "{message}");
+    controller.stop().await;
+}
+
+/// Two ServiceBuilds of one namespace push to the same repository and revision tag: the newer
+/// one is refused before it creates a Job, and its stall names the older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_servicebuild_on_the_same_tag_creates_no_job() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let revision = seed.repo.head();
+    create(&seed, seed.servicebuild("banana", &revision)).await;
+    wait_for(&seed, "banana", "Building", |o| !job_name(o).is_empty()).await;
+    // Creation times have a resolution of one second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut copy = seed.servicebuild("banana", &revision);
+    copy["metadata"]["name"] = json!("banana-copy");
+    copy["spec"]["targets"] = json!([]);
+    create(&seed, copy).await;
+    let refused = wait_for(&seed, "banana-copy", "Stalled", |o| phase(o) == "Stalled").await;
+    let stall = common::condition(&refused, "Stalled").unwrap();
+    assert_eq!(stall["reason"], "ImageTagClaimed");
+    let message = stall["message"].as_str().unwrap();
+    let image = format!("{}:{}", seed.repository("banana"), &revision[..12]);
+    assert!(
+        message.contains("ServiceBuild shop/banana,") && message.contains(&image),
+        "{message}"
+    );
+    wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
+    assert_eq!(job_creates(&seed), 1, "only the older one built");
+    assert_eq!(seed.jobs().await.len(), 1);
+    assert!(refused["status"]["build"].is_null());
+    controller.stop().await;
+}

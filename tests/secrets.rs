@@ -137,10 +137,9 @@ async fn no_secret_shows_in_status_events_logs_or_metrics() {
         ("lime", "push", Some("nomad-bad"), "Stalled"),
     ];
     for (name, push, nomad_secret, _) in cases {
-        let service = if name == "kiwi" { "banana" } else { name };
         let mut object = seed.servicebuild("banana", &revision);
         object["metadata"]["name"] = json!(name);
-        object["spec"]["image"]["repository"] = json!(format!("{host}/shop/{service}"));
+        object["spec"]["image"]["repository"] = json!(format!("{host}/shop/{name}"));
         object["spec"]["image"]["pushSecretRef"] = json!({"name": push});
         if let Some(token) = nomad_secret {
             object["spec"]["targets"] = json!([{"nomad": {

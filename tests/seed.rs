@@ -57,6 +57,7 @@ async fn one_commit_rolls_out_exactly_the_service_it_changed() {
             .unwrap()
             .to_owned();
         assert!(digest.starts_with("sha256:"));
+        assert_eq!(sb["status"]["build"]["digestSource"], "Reported");
         let pinned = format!("{}@{digest}", seed.repository(service));
         assert_eq!(seed.deployment_image(service).await, pinned);
         let job = nomad.job("default", service).unwrap();

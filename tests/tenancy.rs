@@ -43,6 +43,8 @@ async fn kube_system(seed: &Seed) {
 fn reaching(seed: &Seed, name: &str, deployment: &str) -> Value {
     let mut object = seed.servicebuild("banana", &seed.repo.head());
     object["metadata"]["name"] = json!(name);
+    // A repository of its own: one tag is pushed to by one ServiceBuild only.
+    object["spec"]["image"]["repository"] = json!(seed.repository(name));
     object["spec"]["targets"] = json!([{"kubernetes": {
         "kind": "Deployment", "name": deployment, "namespace": SYSTEM, "container": "app"}}]);
     object

@@ -28,17 +28,18 @@ pub async fn push_auth(actor: &Actor<'_>) -> Result<RegistryAuth> {
     RegistryAuth::from_docker_config_json(config, &actor.sb.spec.image.repository)
 }
 
-/// The digest of the image the build pushed to `repository:<revisionTag>`.
+/// The digest `repository:<revisionTag>` points at, after the build pushed to it. What the
+/// build reported is held against it when recorded ([`crate::pipeline::provenance`]).
 pub async fn resolve_build_digest(actor: &Actor<'_>) -> Result<Outcome> {
     let spec = &actor.sb.spec;
     let auth = push_auth(actor).await?;
     let tag = spec.revision_tag_for(&spec.source.revision);
-    let digest = actor
+    let tagged = actor
         .registry
         .resolve_digest(&spec.image.repository, &tag, &auth)
         .await?;
-    info!(%digest, "resolved the build's digest");
-    Ok(Outcome::DigestResolved { digest })
+    info!(digest = %tagged, "resolved the digest of the build's tag");
+    Ok(Outcome::DigestResolved { tagged })
 }
 
 /// Move every floating tag to `digest`, then pin every target to it. A fault stops the tags at

@@ -80,7 +80,7 @@ impl Actor<'_> {
                     .await
                     .into()
             }
-            Plan::ResolveDigest => image::resolve_build_digest(self).await.into(),
+            Plan::ResolveDigest { .. } => image::resolve_build_digest(self).await.into(),
             Plan::Promote { digest } => image::promote(self, digest).await,
             Plan::Settle { digest } => {
                 let (targets, error) = targets::pin_all(self, digest).await;

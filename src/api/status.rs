@@ -71,9 +71,14 @@ pub struct BuildStatus {
     /// Reference the build pushed, `repository:tag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Digest resolved from the registry once the build succeeded.
+    /// Digest of the image the build pushed, known once the build succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Where `digest` comes from: `Reported` by the build (its termination message) and equal
+    /// to what the revision tag points at, or read from the `Tag` alone (the build reported
+    /// none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_source: Option<DigestSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +88,16 @@ pub struct BuildStatus {
     pub failure_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Where a build's digest comes from.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestSource {
+    /// The build reported it through its termination message (`$MONOSHIP_DIGEST_FILE`), and
+    /// the revision tag pointed at it when monoship checked.
+    Reported,
+    /// The build reported nothing: the digest is the one the revision tag pointed at.
+    Tag,
 }
 
 /// The promoted digest: what every target should point at.

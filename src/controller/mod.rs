@@ -16,7 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -96,6 +96,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<ServiceBuild>, u32>>,
     /// The resourceVersion each ServiceBuild got from this replica's last status write.
     written: Mutex<HashMap<ObjectRef<ServiceBuild>, String>>,
+    /// The controller's cache of ServiceBuilds, from when it has synced until it stops.
+    servicebuilds: Mutex<Option<Store<ServiceBuild>>>,
 }
 
 impl Context {
@@ -120,6 +122,18 @@ impl Context {
             metrics,
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
+            servicebuilds: Mutex::new(None),
+        }
+    }
+
+    /// The controller's cache of ServiceBuilds, once it has synced.
+    fn servicebuilds(&self) -> Option<Store<ServiceBuild>> {
+        self.servicebuilds.lock().ok()?.clone()
+    }
+
+    fn set_servicebuilds(&self, store: Option<Store<ServiceBuild>>) {
+        if let Ok(mut cached) = self.servicebuilds.lock() {
+            *cached = store;
         }
     }
 
@@ -232,7 +246,7 @@ pub async fn run(
             })
         };
         let synced = {
-            let health = health.clone();
+            let (health, context) = (health.clone(), context.clone());
             tokio::spawn(async move {
                 // kube-runtime's readiness future keeps only its last poller's waker, and the
                 // controller's own runner waits on it too: poll again until it reports ready.
@@ -242,6 +256,7 @@ pub async fn run(
                     {
                         Ok(Ok(())) => {
                             debug!("caches synced");
+                            context.set_servicebuilds(Some(store.clone()));
                             health.set_synced(true);
                             break;
                         }
@@ -279,6 +294,7 @@ pub async fn run(
         }
         synced.abort();
         pruning.abort();
+        context.set_servicebuilds(None);
         health.set_synced(false);
         info!("the controller stopped");
     }

@@ -1,5 +1,6 @@
 //! The reading half of observe: what a reconcile needs from the API server besides the
 //! ServiceBuild and its Job (which the watches and [`crate::act::build::find_job`] give).
+//! The other ServiceBuilds of a namespace come from the controller's cache.
 
 use std::collections::BTreeSet;
 
@@ -7,8 +8,11 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, Client, ResourceExt};
 use tracing::debug;
 
-use crate::api::{ACCEPT_TARGETS_ANNOTATION, ServiceBuildSpec};
-use crate::pipeline::observe::Policy;
+use super::Context;
+use crate::Result;
+use crate::act::build::push_reference;
+use crate::api::{ACCEPT_TARGETS_ANNOTATION, ServiceBuild, ServiceBuildSpec};
+use crate::pipeline::observe::{self, Policy, TagClaim, WantedBuild};
 
 /// The namespaces, other than `namespace`, that the spec's Kubernetes targets are in and that
 /// accept targets from `namespace` by their `monoship.dev/accept-targets-from` annotation.
@@ -52,6 +56,53 @@ pub async fn accepting_namespaces(
         }
     }
     accepting
+}
+
+/// The older ServiceBuild of `namespace` that pushes to the same `repository:revisionTag` as
+/// `sb`, if any. The others are read from the controller's cache (no API call); a reconcile run
+/// without one (outside the controller) lists the namespace.
+pub async fn tag_claimant(
+    ctx: &Context,
+    sb: &ServiceBuild,
+    namespace: &str,
+    wanted: &WantedBuild,
+) -> Result<Option<String>> {
+    let cached = ctx.servicebuilds();
+    let others: Vec<std::sync::Arc<ServiceBuild>> = match &cached {
+        Some(store) => store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace().as_deref() == Some(namespace))
+            .collect(),
+        None => {
+            let api: Api<ServiceBuild> = Api::namespaced(ctx.client.clone(), namespace);
+            let listed = api.list(&Default::default()).await?;
+            listed.items.into_iter().map(std::sync::Arc::new).collect()
+        }
+    };
+    let created = |o: &ServiceBuild| {
+        o.metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(i64::MAX, |t| t.0.as_second())
+    };
+    let images: Vec<(String, i64, String)> = others
+        .iter()
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .map(|o| (o.name_any(), created(o), push_reference(o)))
+        .collect();
+    let name = sb.name_any();
+    let me = TagClaim {
+        name: &name,
+        created: created(sb),
+        image: &wanted.image,
+    };
+    let claims = images.iter().map(|(name, created, image)| TagClaim {
+        name,
+        created: *created,
+        image,
+    });
+    Ok(observe::tag_claimant(&me, claims).map(str::to_owned))
 }
 
 /// Whether an annotation value (namespaces, comma-separated, or `*`) names `namespace`.

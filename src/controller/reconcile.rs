@@ -14,9 +14,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::observe::accepting_namespaces;
+use super::observe::{accepting_namespaces, tag_claimant};
 use super::{Context, STALLED_RETRY};
-use crate::act::build::{diagnose, find_job, observe_job, wanted_build};
+use crate::act::build::{diagnose, find_job, observe_job, report, wanted_build};
 use crate::act::{Acted, Actor};
 use crate::api::{FIELD_MANAGER, Phase, ServiceBuild, ServiceBuildStatus, short_revision};
 use crate::conditions::reasons;
@@ -96,12 +96,19 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         ctx.settings.namespace.is_some(),
     )
     .await;
+    // Another ServiceBuild pushing to the same tag matters only while a Job may be created.
+    let unfinished = !build_is_finished(sb.status.as_ref().unwrap_or(&Default::default()), &wanted);
+    let claimant = match unfinished {
+        true => tag_claimant(ctx, &sb, &namespace, &wanted).await?,
+        false => None,
+    };
     let facts = Facts {
         sb: &sb,
         namespace: &namespace,
         wanted: &wanted,
         policy: &ctx.settings.policy,
         accepting_namespaces: &accepting,
+        tag_claimed_by: claimant.as_deref(),
     };
     let mut status = writer.written.clone();
     let now = Time(jiff::Timestamp::now());
@@ -111,14 +118,8 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         let job = if build_is_finished(&status, &wanted) {
             ObservedJob::missing()
         } else {
-            match find_job(&ctx.client, &namespace, &wanted.job_name, &sb).await {
-                Ok(job) => {
-                    let mut observed = observe_job(job.as_ref());
-                    if let Some(job) = job.as_ref().filter(|_| observed.waiting_for_pod) {
-                        observed.stuck = why_stuck(ctx, &namespace, job, &now).await;
-                    }
-                    observed
-                }
+            match observe_build_job(ctx, &sb, &namespace, &wanted, &now).await {
+                Ok(observed) => observed,
                 Err(error) => {
                     let missing = ObservedJob::missing();
                     let fault = Fault::from(&error);
@@ -165,7 +166,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
                 );
                 Some((Action::requeue(resync), failed))
             }
-            Plan::ResolveDigest | Plan::StartPromotion { .. } => None,
+            Plan::ResolveDigest { .. } | Plan::StartPromotion { .. } => None,
         };
         if plan.writes_before_next() || action.is_some() {
             let conditional = plan.writes_before_next();
@@ -198,6 +199,7 @@ struct Facts<'a> {
     wanted: &'a WantedBuild,
     policy: &'a Policy,
     accepting_namespaces: &'a [String],
+    tag_claimed_by: Option<&'a str>,
 }
 
 impl<'a> Facts<'a> {
@@ -212,8 +214,34 @@ impl<'a> Facts<'a> {
             job,
             policy: self.policy,
             accepting_namespaces: self.accepting_namespaces,
+            tag_claimed_by: self.tag_claimed_by,
         }
     }
+}
+
+/// The wanted build's Job as observed: why it has no pod yet, if it has none for a while, and
+/// once it succeeded, the digest its build container reported.
+async fn observe_build_job(
+    ctx: &Context,
+    sb: &ServiceBuild,
+    namespace: &str,
+    wanted: &WantedBuild,
+    now: &Time,
+) -> Result<ObservedJob> {
+    let job = find_job(&ctx.client, namespace, &wanted.job_name, sb).await?;
+    let mut observed = observe_job(job.as_ref());
+    if let Some(job) = job.as_ref().filter(|_| observed.waiting_for_pod) {
+        observed.stuck = why_stuck(ctx, namespace, job, now).await;
+    }
+    let container = sb.spec.build.template.spec.as_ref();
+    let container = container
+        .and_then(|p| p.containers.first())
+        .map(|c| c.name.as_str());
+    if let (JobState::Succeeded, Some(container)) = (&observed.state, container) {
+        observed.reported_digest =
+            report::reported_digest(&ctx.client, namespace, &wanted.job_name, container).await?;
+    }
+    Ok(observed)
 }
 
 /// Why a Job has had no ready pod for longer than [`diagnose::GRACE_SECONDS`], if Events or pods
@@ -246,9 +274,11 @@ pub fn jittered(period: Duration, key: &str) -> Duration {
     period + Duration::from_millis(hasher.finish() % spread)
 }
 
-/// A spec mistake waits for the spec to change; a missing Secret or target is looked at again.
+/// A spec mistake, or a tag found on another digest than the build reported, waits for the spec
+/// to change; a missing Secret or target, or a tag claimed by another ServiceBuild, is looked at
+/// again.
 fn retry_after_stall(reason: &str) -> Action {
-    if reason == reasons::INVALID_SPEC {
+    if reason == reasons::INVALID_SPEC || reason == reasons::DIGEST_MISMATCH {
         Action::await_change()
     } else {
         Action::requeue(STALLED_RETRY)

@@ -8,6 +8,7 @@
 
 use super::observe::{JobState, Observed};
 use super::validate::{check_policy, validate};
+use crate::conditions::reasons;
 
 /// The next step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +26,9 @@ pub enum Plan {
     AwaitJob,
     /// The wanted build's Job failed: record Failed and wait for a new revision or rebuild.
     RecordFailure { reason: String, message: String },
-    /// The wanted build succeeded: read the pushed image's digest from the registry.
-    ResolveDigest,
+    /// The wanted build succeeded: read the digest its revision tag points at from the
+    /// registry, and hold it against the digest the build `reported`, if it reported one.
+    ResolveDigest { reported: Option<String> },
     /// The build's digest is new: record it as current (and write that) before anything moves,
     /// so that a crash resumes this same promotion.
     StartPromotion { digest: String },
@@ -91,8 +93,20 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
             Some(_) => Plan::Promote { digest },
         };
     }
+    // A build whose tag was found on another digest than it reported stays stalled: only a new
+    // revision or rebuild token builds again.
+    if let Some(build) =
+        recorded.filter(|b| b.failure_reason.as_deref() == Some(reasons::DIGEST_MISMATCH))
+    {
+        return Plan::Stall {
+            reason: reasons::DIGEST_MISMATCH,
+            message: build.message.clone().unwrap_or_default(),
+        };
+    }
     match &job.state {
-        JobState::Succeeded => Plan::ResolveDigest,
+        JobState::Succeeded => Plan::ResolveDigest {
+            reported: job.reported_digest.clone(),
+        },
         JobState::Running => Plan::AwaitJob,
         JobState::Failed { reason, message } => Plan::RecordFailure {
             reason: reason.clone(),
@@ -106,7 +120,19 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
                     reason: reason.clone(),
                     message: message.clone().unwrap_or_default(),
                 },
-                None => Plan::CreateJob,
+                None => match observed.tag_claimed_by {
+                    // Two builds must not push to one tag: the older ServiceBuild keeps it.
+                    Some(other) => Plan::Stall {
+                        reason: reasons::IMAGE_TAG_CLAIMED,
+                        message: format!(
+                            "ServiceBuild {namespace}/{other}, created earlier, also pushes to \
+                             {}; two builds must not push to one tag, so this one does not \
+                             build: give it another image.repository or image.revisionTag",
+                            observed.wanted.image
+                        ),
+                    },
+                    None => Plan::CreateJob,
+                },
             }
         }
     }
@@ -130,6 +156,14 @@ mod tests {
             reason: "BackoffLimitExceeded".into(),
             message: "exit 1".into(),
         };
+        let resolve = |reported: Option<&str>| Plan::ResolveDigest {
+            reported: reported.map(Into::into),
+        };
+        let mismatch = || crate::api::BuildStatus {
+            failure_reason: Some("DigestMismatch".into()),
+            message: Some("reported A, tag at B".into()),
+            ..build(REV, None, None, false)
+        };
         let no_latest = || CurrentStatus {
             tags: vec![],
             ..current(D1, true)
@@ -148,8 +182,14 @@ mod tests {
             ("failure recorded, job gone: stays failed", Fixture::new().build(build(REV, None, None, true)), Missing, record_failure.clone()),
             ("failure recorded, new rebuild token: build", Fixture::new().build(build(REV, None, None, true)).rebuild("2"), Missing, Plan::CreateJob),
             ("same revision, same token as failed: no retry", Fixture::new().build(build(REV, Some("2"), None, true)).rebuild("2"), Missing, record_failure.clone()),
-            ("job succeeded: resolve", Fixture::new().build(build(REV, None, None, false)), Succeeded, Plan::ResolveDigest),
-            ("job succeeded before status caught up", Fixture::new().build(build(OLD, None, Some(D1), false)).current(current(D1, true)), Succeeded, Plan::ResolveDigest),
+            ("job succeeded: resolve", Fixture::new().build(build(REV, None, None, false)), Succeeded, resolve(None)),
+            ("job succeeded before status caught up", Fixture::new().build(build(OLD, None, Some(D1), false)).current(current(D1, true)), Succeeded, resolve(None)),
+            ("an older ServiceBuild pushes to the same tag: no Job", Fixture::new().claimed_by("apple"), Missing,
+                Plan::Stall { reason: "ImageTagClaimed", message: format!("ServiceBuild shop/apple, created earlier, also pushes to r.example/banana:{}; two builds must not push to one tag, so this one does not build: give it another image.repository or image.revisionTag", &REV[..12]) }),
+            ("a claimed tag does not stop a build already running", Fixture::new().build(build(REV, None, None, false)).claimed_by("apple"), Running, Plan::AwaitJob),
+            ("a digest mismatch stays stalled, the Job no longer read", Fixture::new().build(mismatch()), Succeeded,
+                Plan::Stall { reason: "DigestMismatch", message: "reported A, tag at B".into() }),
+            ("a digest mismatch, new rebuild token: build", Fixture::new().build(mismatch()).rebuild("2"), Missing, Plan::CreateJob),
             ("first digest: record it before anything moves", Fixture::new().build(build(REV, None, Some(D1), false)), Missing, start(D1)),
             ("new digest: record it before anything moves", Fixture::new().build(build(REV, None, Some(D2), false)).current(current(D1, true)), Missing, start(D2)),
             ("new digest recorded: promote", Fixture::new().build(build(REV, None, Some(D2), false)).current(current(D2, false)), Missing, promote(D2)),
@@ -167,5 +207,16 @@ mod tests {
             let plan = decide(&fixture.observed(&job));
             assert_eq!(plan, expected, "{name}");
         }
+        let reported = ObservedJob {
+            state: Succeeded,
+            reported_digest: Some(D1.into()),
+            ..ObservedJob::default()
+        };
+        let fixture = Fixture::new().build(build(REV, None, None, false));
+        assert_eq!(
+            decide(&fixture.observed(&reported)),
+            resolve(Some(D1)),
+            "what the build reported goes with the resolution"
+        );
     }
 }

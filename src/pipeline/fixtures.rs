@@ -70,6 +70,7 @@ pub struct Fixture {
     pub spec: ServiceBuildSpec,
     pub status: ServiceBuildStatus,
     pub wanted: WantedBuild,
+    pub tag_claimed_by: Option<String>,
 }
 
 impl Fixture {
@@ -90,7 +91,13 @@ impl Fixture {
                 job_name: JOB.into(),
                 image: format!("r.example/banana:{}", &REV[..12]),
             },
+            tag_claimed_by: None,
         }
+    }
+
+    pub fn claimed_by(mut self, other: &str) -> Self {
+        self.tag_claimed_by = Some(other.into());
+        self
     }
 
     pub fn suspend(mut self) -> Self {
@@ -133,6 +140,7 @@ impl Fixture {
             job,
             policy: &POLICY,
             accepting_namespaces: &[],
+            tag_claimed_by: self.tag_claimed_by.as_deref(),
         }
     }
 }

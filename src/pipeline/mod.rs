@@ -4,6 +4,7 @@
 //! - [`decide`]: from what was observed to a [`decide::Plan`]; [`validate`] holds the checks of
 //!   the spec that admission cannot make.
 //! - act happens in [`crate::act`]; each step returns an [`outcome::Outcome`].
+//! - [`provenance`]: the digest a build reported, checked against its tag's.
 //! - [`record`]: from (status as read, plan, outcome, clock) to the status to write and the
 //!   Events it implies; [`conditions`] and [`events`] are its parts.
 //!
@@ -16,5 +17,6 @@ pub mod events;
 mod fixtures;
 pub mod observe;
 pub mod outcome;
+pub mod provenance;
 pub mod record;
 pub mod validate;

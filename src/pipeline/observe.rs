@@ -32,6 +32,9 @@ pub struct ObservedJob {
     pub waiting_for_pod: bool,
     /// Why it has none, when its Events or pods say (a refused pod, an image pull).
     pub stuck: Option<Fault>,
+    /// The digest its build container reported (its termination message), read once the Job
+    /// succeeded; `None` when it reported none.
+    pub reported_digest: Option<String>,
 }
 
 impl ObservedJob {
@@ -80,6 +83,9 @@ pub struct Observed<'a> {
     /// Other namespaces that accept Kubernetes targets from this ServiceBuild's namespace
     /// (their `monoship.dev/accept-targets-from` annotation names it).
     pub accepting_namespaces: &'a [String],
+    /// An older ServiceBuild of the namespace that pushes to the same `repository:revisionTag`
+    /// (see [`tag_claimant`]), looked for while this build is not finished.
+    pub tag_claimed_by: Option<&'a str>,
 }
 
 impl Observed<'_> {
@@ -100,4 +106,62 @@ pub fn build_is_current(status: &ServiceBuildStatus, wanted: &WantedBuild) -> bo
 /// Whether the wanted build is finished and its digest known, so its Job no longer matters.
 pub fn build_is_finished(status: &ServiceBuildStatus, wanted: &WantedBuild) -> bool {
     build_is_current(status, wanted) && status.build.as_ref().is_some_and(|b| b.digest.is_some())
+}
+
+/// A ServiceBuild's claim on the image reference its build pushes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagClaim<'a> {
+    pub name: &'a str,
+    /// `metadata.creationTimestamp`, in seconds.
+    pub created: i64,
+    /// `repository:<rendered revisionTag>`.
+    pub image: &'a str,
+}
+
+/// The name of the oldest ServiceBuild among `others` (of one namespace) that pushes to the same
+/// image reference as `me` and is older than it: two builds must not push to one tag, and the
+/// older claim wins (same second: the smaller name).
+pub fn tag_claimant<'a>(
+    me: &TagClaim<'_>,
+    others: impl IntoIterator<Item = TagClaim<'a>>,
+) -> Option<&'a str> {
+    others
+        .into_iter()
+        .filter(|o| o.image == me.image && o.name != me.name)
+        .filter(|o| (o.created, o.name) < (me.created, me.name))
+        .min_by(|a, b| (a.created, a.name).cmp(&(b.created, b.name)))
+        .map(|o| o.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_older_claim_on_a_tag_wins() {
+        let claim = |name, created, image| TagClaim {
+            name,
+            created,
+            image,
+        };
+        let me = claim("b", 10, "r/x:1");
+        let others = || {
+            vec![
+                claim("a", 5, "r/x:1"),
+                claim("c", 2, "r/x:2"),
+                claim("d", 20, "r/x:1"),
+            ]
+        };
+        assert_eq!(tag_claimant(&me, others()), Some("a"));
+        assert_eq!(
+            tag_claimant(&claim("a", 5, "r/x:1"), others()),
+            None,
+            "a is older"
+        );
+        assert_eq!(tag_claimant(&claim("d", 20, "r/x:1"), others()), Some("a"));
+        // The same second: the smaller name wins.
+        assert_eq!(tag_claimant(&claim("z", 5, "r/x:1"), others()), Some("a"));
+        assert_eq!(tag_claimant(&claim("0", 5, "r/x:1"), others()), None);
+        assert_eq!(tag_claimant(&claim("b", 10, "r/y:1"), others()), None);
+    }
 }

@@ -13,8 +13,9 @@ pub enum Outcome {
     /// The build Job was created (or found already created). `superseded` names the Jobs of
     /// older builds that were deleted while they still ran.
     JobCreated { superseded: Vec<String> },
-    /// The digest of the image the build pushed.
-    DigestResolved { digest: String },
+    /// The digest `repository:<revisionTag>` points at, as the registry answered after the
+    /// build; [`super::provenance::check`] holds it against what the build reported.
+    DigestResolved { tagged: String },
     /// Floating tags moved, then targets pinned. `targets` is `None` when the tags did not all
     /// move (a fault stopped the step first).
     Promoted {

@@ -12,10 +12,11 @@ use super::conditions::{Summary, set_condition, summarize};
 use super::decide::Plan;
 use super::events::{Note, transition_notes};
 use super::observe::{Observed, WantedBuild, build_is_current};
-use super::outcome::{Fault, Outcome, PinOutcome, TagMove, TargetOutcome};
+use super::outcome::{Fault, Outcome, TagMove, TargetOutcome};
+use super::provenance::check;
 use crate::api::{
-    BuildStatus, CurrentStatus, HistoryEntry, Phase, REBUILD_ANNOTATION, ServiceBuildStatus,
-    TargetStatus, short_digest, short_revision,
+    BuildStatus, CurrentStatus, DigestSource, HistoryEntry, Phase, REBUILD_ANNOTATION,
+    ServiceBuildStatus, short_digest, short_revision,
 };
 use crate::conditions::{reasons, types};
 
@@ -68,7 +69,12 @@ pub fn record(
             }
         }
         (Plan::RecordFailure { reason, message }, _) => step.failed(reason, message),
-        (Plan::ResolveDigest, Outcome::DigestResolved { digest }) => step.resolved(digest),
+        (Plan::ResolveDigest { reported }, Outcome::DigestResolved { tagged }) => {
+            match check(reported.as_deref(), tagged, &observed.wanted.image) {
+                Ok(source) => step.resolved(tagged, source),
+                Err(mismatch) => step.mismatch(&mismatch),
+            }
+        }
         (Plan::StartPromotion { digest }, _) => step.start_promotion(digest),
         (Plan::Promote { digest }, Outcome::Promoted { tags, targets }) => {
             step.promoted(digest, tags, targets.as_deref(), fault.is_none())
@@ -220,7 +226,37 @@ impl Step<'_> {
         });
     }
 
-    fn resolved(&mut self, digest: &str) {
+    fn resolved(&mut self, digest: &str, source: DigestSource) {
+        let build = self.finish_build();
+        build.digest = Some(digest.to_owned());
+        build.digest_source = Some(source);
+        build.failure_reason = None;
+        build.message = None;
+        let message = match source {
+            DigestSource::Reported => {
+                "the build of the current revision succeeded and reported its digest, which its \
+                 tag points at"
+            }
+            DigestSource::Tag => {
+                "the build of the current revision succeeded and reported no digest: the digest \
+                 is the one its tag points at"
+            }
+        };
+        self.condition(types::BUILT, true, reasons::BUILD_SUCCEEDED, message);
+    }
+
+    /// The build reported one digest, its tag points at another: nothing is recorded as built,
+    /// and the build stays stalled until a new revision or rebuild token.
+    fn mismatch(&mut self, fault: &Fault) {
+        let build = self.finish_build();
+        build.failure_reason = Some(reasons::DIGEST_MISMATCH.to_owned());
+        build.message = Some(fault.message.clone());
+        self.condition(types::BUILT, false, fault.reason, &fault.message);
+        self.fault(fault);
+    }
+
+    /// `status.build` of the wanted build, its completion time set (the Job's, else now).
+    fn finish_build(&mut self) -> &mut BuildStatus {
         let completion = self
             .observed
             .job
@@ -228,16 +264,8 @@ impl Step<'_> {
             .clone()
             .unwrap_or_else(|| self.now.clone());
         let build = self.build_status();
-        build.digest = Some(digest.to_owned());
         build.completion_time = Some(completion);
-        build.failure_reason = None;
-        build.message = None;
-        self.condition(
-            types::BUILT,
-            true,
-            reasons::BUILD_SUCCEEDED,
-            "the build of the current revision succeeded and its digest is known",
-        );
+        build
     }
 
     fn build_revision(&self) -> String {
@@ -381,71 +409,6 @@ impl Step<'_> {
         });
     }
 
-    /// Each target's entry from its outcome. `settled`: the digest was already promoted, so a
-    /// write means the target had drifted.
-    fn pinned(&mut self, digest: &str, targets: &[TargetOutcome], settled: bool) {
-        let mut entries = Vec::with_capacity(targets.len());
-        for target in targets {
-            let previous = self
-                .status
-                .targets
-                .iter()
-                .find(|t| t.target == target.id)
-                .cloned()
-                .unwrap_or_default();
-            let mut entry = TargetStatus {
-                target: target.id.clone(),
-                ..previous
-            };
-            match &target.result {
-                Ok(PinOutcome::AlreadyPinned) => {
-                    // A drift report stays until the next write; an error is cleared.
-                    if !entry.in_sync || entry.digest.as_deref() != Some(digest) {
-                        entry.message = None;
-                    }
-                    entry.digest = Some(digest.to_owned());
-                    entry.in_sync = true;
-                }
-                Ok(PinOutcome::Pinned(pinned)) => {
-                    let was = pinned
-                        .previous_image
-                        .clone()
-                        .unwrap_or_else(|| "no image".to_owned());
-                    if settled {
-                        self.event(
-                            true,
-                            reasons::TARGET_DRIFTED,
-                            format!(
-                                "Target {} ran {was} instead of {}; re-pinned",
-                                target.id, target.image
-                            ),
-                        );
-                    }
-                    self.event(
-                        false,
-                        reasons::TARGET_PINNED,
-                        format!("Pinned {} to {}", target.id, target.image),
-                    );
-                    entry = TargetStatus {
-                        target: target.id.clone(),
-                        digest: Some(digest.to_owned()),
-                        in_sync: true,
-                        updated_at: Some(self.now.clone()),
-                        message: settled.then(|| format!("re-pinned after drift: found {was}")),
-                        job_modify_index: pinned.job_modify_index,
-                        eval_id: pinned.eval_id.clone(),
-                    };
-                }
-                Err(fault) => {
-                    entry.in_sync = false;
-                    entry.message = Some(fault.message.clone());
-                }
-            }
-            entries.push(entry);
-        }
-        self.status.targets = entries;
-    }
-
     /// The build's pod cannot run: a cause in the spec stalls; anything else (a quota, an image
     /// pull) is shown on `Ready` and `Reconciling`, and announced once, while Kubernetes retries.
     fn stuck(&mut self, stuck: &Fault) {
@@ -505,5 +468,6 @@ pub fn record_history(status: &mut ServiceBuildStatus, entry: HistoryEntry, limi
     status.history.truncate(limit.max(1) as usize);
 }
 
+mod targets;
 #[cfg(test)]
 mod tests;

@@ -123,6 +123,12 @@ pub async fn seed_scenario(seed: &mut RealSeed, controller: impl Fn() -> Control
             .unwrap()
             .to_owned();
         assert!(digest.starts_with("sha256:"));
+        // The real kubelet path: the build's termination message reached the pod's status.
+        assert_eq!(
+            sb["status"]["build"]["digestSource"], "Reported",
+            "{service}: {:#}",
+            sb["status"]["build"]
+        );
         let pinned = format!("{}@{digest}", seed.repository(service));
         assert_eq!(seed.deployment_image(service).await, pinned);
         let job = nomad.job("default", service).unwrap();

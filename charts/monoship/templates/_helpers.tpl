@@ -80,7 +80,8 @@ The controller's permissions, and nothing more. Shared by the ClusterRole
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "delete"]
-# Build pods that cannot start (an image pull): read while a build Job has no ready pod.
+# Build pods: why one cannot start (an image pull) while a build Job has no ready pod, and
+# the digest a succeeded build reported in its termination message.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]

@@ -31,6 +31,21 @@ const CHECKOUT_CONTAINER: &str = "monoship-checkout";
 const MAX_NAME: usize = 63;
 const HASH_LEN: usize = 10;
 
+/// The variable naming the file the build container writes the digest it pushed to: its
+/// `terminationMessagePath`, so that the digest reaches the pod's status.
+pub const DIGEST_FILE_ENV: &str = "MONOSHIP_DIGEST_FILE";
+/// Kubernetes' default `terminationMessagePath`.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// A container's `terminationMessagePath`, or the Kubernetes default.
+pub fn termination_message_path(container: &Container) -> &str {
+    container
+        .termination_message_path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH)
+}
+
 /// Controller-wide settings of build Jobs.
 #[derive(Debug, Clone)]
 pub struct BuildSettings {
@@ -139,6 +154,7 @@ pub fn observe_job(job: Option<&Job>) -> ObservedJob {
         started: status.and_then(|s| s.start_time.clone()),
         completed: status.and_then(|s| s.completion_time.clone()),
         stuck: None,
+        reported_digest: None,
     }
 }
 
@@ -261,6 +277,13 @@ pub fn build_job(sb: &ServiceBuild, wanted: &WantedBuild, settings: &BuildSettin
         .chain(pod.init_containers.iter_mut().flatten())
     {
         prepare_container(container, &env_all, &mounts);
+    }
+    if let Some(build) = pod.containers.first_mut() {
+        // The build reports the digest it pushed through its termination message.
+        let path = termination_message_path(build).to_owned();
+        let env = build.env.get_or_insert_with(Vec::new);
+        env.retain(|e| e.name != DIGEST_FILE_ENV);
+        env.push(env_var(DIGEST_FILE_ENV, &path));
     }
 
     if checkout {

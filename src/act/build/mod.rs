@@ -1,8 +1,10 @@
 //! The build step: find the wanted build's Job, or create it after checking what it references,
-//! deleting the Jobs it supersedes. The Job's spec is built by the pure functions in [`job`].
+//! deleting the Jobs it supersedes. The Job's spec is built by the pure functions in [`job`];
+//! [`report`] reads the digest a succeeded build reported.
 
 pub mod diagnose;
 mod job;
+pub mod report;
 
 pub use job::*;
 

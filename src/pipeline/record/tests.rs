@@ -4,6 +4,7 @@ use super::*;
 use crate::api::Phase;
 use crate::pipeline::fixtures::*;
 use crate::pipeline::observe::{JobState, ObservedJob};
+use crate::pipeline::outcome::PinOutcome;
 
 const NOW: i64 = 100;
 
@@ -65,6 +66,14 @@ const BUILT: &str = types::BUILT;
 #[test]
 fn record_table() {
     let d2 = || D2.to_owned();
+    let resolve = |reported: Option<&str>| Plan::ResolveDigest {
+        reported: reported.map(Into::into),
+    };
+    let building = || {
+        Fixture::new()
+            .build(build(REV, None, None, false))
+            .status(|s| s.phase = Some(Phase::Building))
+    };
     let transient = Fault::transient(reasons::KUBERNETES_API_ERROR, "the API server answered 500");
     let rows = vec![
         row(
@@ -178,12 +187,10 @@ fn record_table() {
             &["BuildFailed"],
         ),
         row(
-            "a resolved digest finishes the build",
-            Fixture::new()
-                .build(build(REV, None, None, false))
-                .status(|s| s.phase = Some(Phase::Building)),
-            Plan::ResolveDigest,
-            Outcome::DigestResolved { digest: d2() },
+            "a reported digest the tag points at finishes the build",
+            building(),
+            resolve(Some(D2)),
+            Outcome::DigestResolved { tagged: d2() },
         )
         .job(JobState::Succeeded)
         .expect(
@@ -192,11 +199,39 @@ fn record_table() {
             &["DigestResolved"],
         ),
         row(
+            "a build that reported nothing is finished by its tag",
+            building(),
+            resolve(None),
+            Outcome::DigestResolved { tagged: d2() },
+        )
+        .job(JobState::Succeeded)
+        .expect(
+            Phase::Building,
+            &[(BUILT, "True", "BuildSucceeded")],
+            &["DigestResolved"],
+        ),
+        row(
+            "a tag on another digest than reported stalls, and nothing is built",
+            building(),
+            resolve(Some(D1)),
+            Outcome::DigestResolved { tagged: d2() },
+        )
+        .job(JobState::Succeeded)
+        .expect(
+            Phase::Stalled,
+            &[
+                (BUILT, "False", "DigestMismatch"),
+                (READY, "False", "DigestMismatch"),
+                (STALLED, "True", "DigestMismatch"),
+            ],
+            &["DigestMismatch"],
+        ),
+        row(
             "a registry fault while resolving is retried and shown on Ready",
             Fixture::new()
                 .build(build(REV, None, None, false))
                 .status(|s| s.phase = Some(Phase::Building)),
-            Plan::ResolveDigest,
+            resolve(None),
             Outcome::Nothing,
         )
         .job(JobState::Succeeded)
@@ -449,6 +484,52 @@ fn a_build_job_without_a_pod_says_why() {
         );
         assert_eq!(second.status, first.status);
     }
+}
+
+/// Where a digest comes from is recorded with it; a mismatch records no digest and says both.
+#[test]
+fn a_digest_is_recorded_with_its_provenance() {
+    let fixture = Fixture::new().build(build(REV, None, None, false));
+    let job = ObservedJob {
+        state: JobState::Succeeded,
+        completed: Some(at(50)),
+        ..ObservedJob::default()
+    };
+    let resolved = |reported: Option<&str>| {
+        let plan = Plan::ResolveDigest {
+            reported: reported.map(Into::into),
+        };
+        let outcome = Outcome::DigestResolved { tagged: D2.into() };
+        let recorded = record(&fixture.observed(&job), &plan, &outcome, None, &at(NOW));
+        (
+            recorded.status.build.expect("build"),
+            recorded.status.conditions,
+        )
+    };
+    let (reported, _) = resolved(Some(D2));
+    assert_eq!(reported.digest.as_deref(), Some(D2));
+    assert_eq!(reported.digest_source, Some(DigestSource::Reported));
+    assert_eq!(reported.completion_time, Some(at(50)));
+    let (tagged, conditions) = resolved(None);
+    assert_eq!(tagged.digest_source, Some(DigestSource::Tag));
+    let built = conditions.iter().find(|c| c.type_ == BUILT).expect("Built");
+    assert!(
+        built.message.contains("reported no digest"),
+        "{}",
+        built.message
+    );
+    let (mismatch, conditions) = resolved(Some(D1));
+    assert_eq!((mismatch.digest, mismatch.digest_source), (None, None));
+    assert_eq!(mismatch.failure_reason.as_deref(), Some("DigestMismatch"));
+    let stalled = conditions
+        .iter()
+        .find(|c| c.type_ == STALLED)
+        .expect("Stalled");
+    assert!(
+        stalled.message.contains(D1) && stalled.message.contains(D2),
+        "{}",
+        stalled.message
+    );
 }
 
 #[test]

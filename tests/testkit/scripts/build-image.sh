@@ -5,7 +5,9 @@
 #                       [--creds USER:PASSWORD] SRC_DIR
 #
 # The image reference defaults to $MONOSHIP_IMAGE (set by monoship on the build Job). The
-# pushed manifest digest is printed on stdout (and written to --digestfile if given).
+# pushed manifest digest is printed on stdout, and written to --digestfile, which defaults to
+# $MONOSHIP_DIGEST_FILE (set by monoship on the build container: its terminationMessagePath,
+# through which monoship learns what the build pushed).
 #
 # Determinism: the same SRC_DIR content (names, bytes, executable bit, symlinks) gives the same
 # digest on every run, anywhere on this machine. Every timestamp is fixed (file mtimes, the
@@ -16,7 +18,7 @@ set -euo pipefail
 
 layers=1
 image="${MONOSHIP_IMAGE:-}"
-digestfile=""
+digestfile="${MONOSHIP_DIGEST_FILE:-}"
 creds=()
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -10,7 +10,14 @@
 //!    `HOME` of the test process, the container's `env` entries that have a literal `value`
 //!    (`$(VAR)` references in command/args are expanded from those), then the runner's
 //!    `extra_env` (which wins on clashes);
-//! 3. patches `/status` like the Job controller: on exit 0 `succeeded: 1` with the
+//! 3. creates the Job's Pod, as the Job controller and a kubelet leave it: labels
+//!    `batch.kubernetes.io/job-name` and `job-name`, an owner reference to the Job, the
+//!    template's spec, and a status with phase `Succeeded`/`Failed` and each container that ran
+//!    in `terminated` state (exit code and termination message: what the container wrote to its
+//!    `terminationMessagePath`, a temporary file of the run's own, at most 4096 bytes; see
+//!    [`crate::process`]). A hook's `Succeed` or `Fail` gets a Pod whose first container exited
+//!    0 or 1 with no message;
+//! 4. patches `/status` like the Job controller: on exit 0 `succeeded: 1` with the
 //!    `SuccessCriteriaMet` and `Complete` conditions and `completionTime`; otherwise `failed: 1`
 //!    with `FailureTarget` and `Failed` (reason `BackoffLimitExceeded`), or reason
 //!    `DeadlineExceeded` when `spec.activeDeadlineSeconds` ran out (the process is killed).
@@ -33,6 +40,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -40,7 +48,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::process::{self, Stop, echo, now};
+use crate::process::{self, Exit, Stop, echo, now};
 
 /// What a [`JobHook`] wants done with a Job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,20 +287,38 @@ async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: ones
         json!({"startTime": start, "active": 1, "ready": 0}),
     )
     .await;
+    let hooked = |code: i32| {
+        let name = first_container(&job).unwrap_or_default();
+        let (started_at, finished_at) = (start.clone(), now());
+        let (stop, detail, message) = (Stop::Exited, String::new(), None);
+        vec![Exit {
+            name,
+            stop,
+            exit_code: code,
+            detail,
+            message,
+            started_at,
+            finished_at,
+        }]
+    };
     let outcome = match decision {
         HookDecision::CannotCreatePod(_) => None,
-        HookDecision::Succeed => Some(Outcome::Succeeded),
-        HookDecision::Fail(message) => Some(Outcome::Failed {
-            reason: "BackoffLimitExceeded",
-            message,
-        }),
+        HookDecision::Succeed => Some((Outcome::Succeeded, hooked(0))),
+        HookDecision::Fail(message) => Some((
+            Outcome::Failed {
+                reason: "BackoffLimitExceeded",
+                message,
+            },
+            hooked(1),
+        )),
         HookDecision::Run => run_process(&job, &settings, &label, cancel).await,
     };
     lock(&settings.running).remove(&uid);
-    let Some(outcome) = outcome else {
+    let Some((outcome, exits)) = outcome else {
         echo!("{label} cancelled (job deleted or runner stopped)");
         return;
     };
+    create_pod(api.clone().into_client(), &job, &outcome, &exits, &start).await;
     let t = now();
     let status = match outcome {
         Outcome::Succeeded => {
@@ -309,6 +335,63 @@ async fn run_job(client: Client, job: Job, settings: Arc<Settings>, cancel: ones
     };
     echo!("{label} finished: {}", status["conditions"][1]["type"]);
     patch_status(&api, &name, status).await;
+}
+
+fn first_container(job: &Job) -> Option<String> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    Some(pod.containers.first()?.name.clone())
+}
+
+/// The Job's Pod after its run, as the Job controller creates it and a kubelet reports it.
+async fn create_pod(client: Client, job: &Job, outcome: &Outcome, exits: &[Exit], start: &str) {
+    let ns = job.namespace().unwrap_or_else(|| "default".into());
+    let name = job.name_any();
+    let uid = job.uid().unwrap_or_default();
+    let pod_name = format!("{name}-{}", uid.get(..5).unwrap_or("pod00"));
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
+    let spec = template.spec.unwrap_or_default();
+    let mut labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    labels.insert("batch.kubernetes.io/job-name".into(), name.clone());
+    labels.insert("job-name".into(), name.clone());
+    labels.insert("batch.kubernetes.io/controller-uid".into(), uid.clone());
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name, "namespace": ns, "labels": labels,
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                                 "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": spec,
+    });
+    let succeeded = matches!(outcome, Outcome::Succeeded);
+    let status = json!({
+        "phase": if succeeded { "Succeeded" } else { "Failed" },
+        "startTime": start,
+        "initContainerStatuses": process::container_statuses(spec.init_containers.as_deref().unwrap_or_default(), exits),
+        "containerStatuses": process::container_statuses(&spec.containers, exits),
+    });
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let created = match serde_json::from_value::<Pod>(pod) {
+        Ok(pod) => pods.create(&Default::default(), &pod).await.map(|_| ()),
+        Err(error) => {
+            echo!("[job {ns}/{name}] no Pod: {error}");
+            return;
+        }
+    };
+    if let Err(error) = created {
+        echo!("[job {ns}/{name}] could not create its Pod: {error}");
+        return;
+    }
+    let pp = PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    let patch = Patch::Merge(json!({"status": status}));
+    if let Err(error) = pods.patch_status(&pod_name, &pp, &patch).await {
+        echo!("[job {ns}/{name}] could not write its Pod's status: {error}");
+    }
 }
 
 /// The Warning Event the Job controller records when it cannot create a pod.
@@ -339,22 +422,23 @@ async fn record_failed_create(client: Client, job: &Job, message: &str) {
 }
 
 /// Run the init containers in order, then the first container, as the kubelet would; the
-/// first failure ends the Job. `None` when cancelled.
+/// first failure ends the Job. The outcome and how each container ended; `None` when cancelled.
 async fn run_process(
     job: &Job,
     settings: &Settings,
     label: &str,
     mut cancel: oneshot::Receiver<()>,
-) -> Option<Outcome> {
+) -> Option<(Outcome, Vec<Exit>)> {
     let spec = job.spec.as_ref();
     let Some(pod) = spec
         .and_then(|s| s.template.spec.as_ref())
         .filter(|p| !p.containers.is_empty())
     else {
-        return Some(Outcome::Failed {
+        let failed = Outcome::Failed {
             reason: "BackoffLimitExceeded",
             message: "Job has no containers".into(),
-        });
+        };
+        return Some((failed, Vec::new()));
     };
     let workspace = if settings.workspace_per_job {
         let dir = settings.workdir.join(format!(
@@ -363,10 +447,11 @@ async fn run_process(
             job.name_any()
         ));
         if let Err(e) = std::fs::create_dir_all(&dir) {
-            return Some(Outcome::Failed {
+            let failed = Outcome::Failed {
                 reason: "BackoffLimitExceeded",
                 message: format!("cannot create the workspace {}: {e}", dir.display()),
-            });
+            };
+            return Some((failed, Vec::new()));
         }
         Some(dir)
     } else {
@@ -383,7 +468,7 @@ async fn run_process(
         deadline,
     };
     let exits = process::run_pod(pod, &run, &mut cancel).await?;
-    Some(match exits.last() {
+    let outcome = match exits.last() {
         Some(exit) if !exit.succeeded() => match exit.stop {
             Stop::Deadline => Outcome::Failed {
                 reason: "DeadlineExceeded",
@@ -402,5 +487,6 @@ async fn run_process(
             },
         },
         _ => Outcome::Succeeded,
-    })
+    };
+    Some((outcome, exits))
 }

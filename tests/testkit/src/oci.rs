@@ -2,7 +2,8 @@
 //!
 //! The logic lives in one place, `scripts/build-image.sh`, which a build Job's container command
 //! can also call (with `MONOSHIP_IMAGE=host/repo:tag` and a service directory) when a job runner
-//! executes it as a local process. The Rust API here runs that script. The same directory
+//! executes it as a local process; it reports the digest it pushed to `$MONOSHIP_DIGEST_FILE`
+//! as a builder should. The Rust API here runs that script. The same directory
 //! content gives the same digest every time; see the script's header for how.
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ pub fn build_and_push_with(
     let output = command
         .arg(src_dir)
         .env("MONOSHIP_IMAGE", image)
+        .env_remove("MONOSHIP_DIGEST_FILE")
         .output()
         .expect("run build-image.sh (needs umoci and skopeo)");
     assert!(

@@ -6,7 +6,10 @@
 //! environment made of `PATH` and `HOME` of the test process, the container's `env` entries
 //! that have a literal `value` (`$(VAR)` references in command/args are expanded from those),
 //! `MONOSHIP_WORKSPACE` when the run has a workspace, then the run's `extra_env` (which wins on
-//! clashes). The first failure ends the run. Output lines go to stderr (see
+//! clashes). Each container's `terminationMessagePath` (default `/dev/termination-log`) is a
+//! temporary file of the run's own, which the container sees wherever its environment or
+//! arguments name the path (as `$MONOSHIP_DIGEST_FILE` does); what it wrote there, at most 4096
+//! bytes, is its termination message. The first failure ends the run. Output lines go to stderr (see
 //! [`crate::jobrunner::echo_to_stderr`]) and to `tracing`.
 
 use std::collections::VecDeque;
@@ -111,9 +114,17 @@ pub(crate) async fn run_pod(
         .iter()
         .flatten()
         .chain(pod.containers.first());
+    let messages = match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => {
+            tracing::warn!("no directory for termination messages: {e}");
+            return Some(Vec::new());
+        }
+    };
     let mut exits = Vec::new();
     for container in steps {
-        let exit = run_container(container, run, cancel).await?;
+        let message_file = local_message_file(messages.path(), container);
+        let exit = run_container(container, run, &message_file, cancel).await?;
         let ok = exit.succeeded();
         exits.push(exit);
         if !ok {
@@ -134,30 +145,30 @@ fn message_path(container: &Container) -> &str {
         .unwrap_or("/dev/termination-log")
 }
 
-/// What identifies one version of a file: inode, size and modification time.
-type FileVersion = Option<(u64, u64, Option<std::time::SystemTime>)>;
-
-fn file_version(path: &str) -> FileVersion {
-    use std::os::unix::fs::MetadataExt as _;
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.ino(), metadata.len(), metadata.modified().ok()))
+/// Where a container's `terminationMessagePath` is on this machine: a file of the run's own,
+/// created empty before the container starts (a kubelet mounts such a file at the path; nothing
+/// is ever written under `/dev` here). The container's environment and arguments see this file
+/// wherever they name the path.
+fn local_message_file(dir: &Path, container: &Container) -> std::path::PathBuf {
+    let file = dir.join(format!("{}.termination-log", container.name));
+    if let Err(e) = std::fs::write(&file, b"") {
+        tracing::warn!("cannot create {}: {e}", file.display());
+    }
+    file
 }
 
-/// The termination message as a kubelet reads it: the file at `terminationMessagePath` (only
-/// if written during this run, since a local path may be shared: `before` is the file's
-/// version when the container started), at most 4096 bytes.
+/// The termination message as a kubelet reads it: the file at `terminationMessagePath` (here
+/// `file`), at most 4096 bytes; or with `terminationMessagePolicy: FallbackToLogsOnError` and a
+/// failure, the end of the output.
 fn termination_message(
     container: &Container,
-    before: FileVersion,
+    file: &Path,
     failed: bool,
     output: &Mutex<VecDeque<String>>,
 ) -> Option<String> {
     use std::io::Read as _;
-    let path = message_path(container);
-    let after = file_version(path);
-    let fresh = after.is_some() && after != before;
     let mut text = String::new();
-    if fresh && let Ok(file) = std::fs::File::open(path) {
+    if let Ok(file) = std::fs::File::open(file) {
         let mut bytes = Vec::new();
         let _ = file.take(MESSAGE_LIMIT).read_to_end(&mut bytes);
         text = String::from_utf8_lossy(&bytes).into_owned();
@@ -178,6 +189,39 @@ fn termination_message(
     (!text.is_empty()).then_some(text)
 }
 
+/// `containerStatuses` entries for `containers` as a kubelet reports them: `terminated` (exit
+/// code, reason `Completed`/`Error`/`StartError`, times, the termination message) for those
+/// that ran, `waiting` for the others.
+pub(crate) fn container_statuses(containers: &[Container], exits: &[Exit]) -> serde_json::Value {
+    use serde_json::json;
+    containers
+        .iter()
+        .map(|c| {
+            let state = match exits.iter().find(|e| e.name == c.name) {
+                Some(exit) => {
+                    let reason = match (exit.succeeded(), &exit.stop) {
+                        (true, _) => "Completed",
+                        (false, Stop::StartError) => "StartError",
+                        (false, _) => "Error",
+                    };
+                    let mut terminated = json!({
+                        "exitCode": exit.exit_code, "reason": reason,
+                        "startedAt": exit.started_at, "finishedAt": exit.finished_at,
+                        "containerID": format!("local://{}", c.name)
+                    });
+                    if let Some(message) = &exit.message {
+                        terminated["message"] = json!(message);
+                    }
+                    json!({"terminated": terminated})
+                }
+                None => json!({"waiting": {"reason": "PodInitializing"}}),
+            };
+            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
+                   "ready": false, "restartCount": 0, "started": false, "state": state})
+        })
+        .collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -186,12 +230,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn run_container(
     container: &Container,
     run: &Run<'_>,
+    message_file: &Path,
     cancel: &mut oneshot::Receiver<()>,
 ) -> Option<Exit> {
     let label = format!("{}[{}]", run.label, container.name);
     let label = label.as_str();
     let started_at = now();
-    let message_before = file_version(message_path(container));
+    // The container sees its termination message file wherever it names the path.
+    let (path, local) = (message_path(container), message_file.to_string_lossy());
+    let mounted = |value: &str| value.replace(path, &local);
     let exit = |stop: Stop, exit_code: i32, detail: String, message: Option<String>| Exit {
         name: container.name.clone(),
         stop,
@@ -205,14 +252,14 @@ async fn run_container(
         .env
         .iter()
         .flatten()
-        .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+        .filter_map(|e| e.value.as_deref().map(|v| (e.name.clone(), mounted(v))))
         .collect();
     let argv: Vec<String> = container
         .command
         .iter()
         .flatten()
         .chain(container.args.iter().flatten())
-        .map(|a| expand(a, &env))
+        .map(|a| expand(&mounted(a), &env))
         .collect();
     let Some((program, args)) = argv.split_first() else {
         let detail = format!(
@@ -296,7 +343,7 @@ async fn run_container(
             Some(match status {
                 Ok(s) => {
                     let code = s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0));
-                    let message = termination_message(container, message_before, code != 0, &output);
+                    let message = termination_message(container, message_file, code != 0, &output);
                     exit(Stop::Exited, code, s.to_string(), message)
                 }
                 Err(e) => exit(Stop::StartError, 128, format!("waiting for the process failed: {e}"), None),

@@ -1866,3 +1866,103 @@ async fn reflector_follows_changes_and_shutdown_stops_serving() {
     assert!(ended.is_ok(), "watch stream ended on shutdown");
     assert!(api.get("a").await.is_err());
 }
+
+/// The job runner leaves a Pod per Job, as the Job controller and a kubelet do: labelled with
+/// the Job's name, owned by the Job, its first container `terminated` with the exit code and the
+/// termination message it wrote to its `terminationMessagePath` (the default `/dev/termination-log`
+/// or the template's), mapped to a file of the run's own, bounded to 4096 bytes.
+#[tokio::test]
+async fn job_runner_pods_carry_the_termination_message() {
+    use k8s_openapi::api::core::v1::Pod;
+    use monoship_testkit::jobrunner::JobRunner;
+    let server = ApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let runner = JobRunner::start(
+        server.client(),
+        Some(NS.into()),
+        vec![],
+        Some(dir.path().to_path_buf()),
+    );
+    let jobs: Api<Job> = Api::namespaced(server.client(), NS);
+    let written = r#"printf 'sha256:%064d\n' 7 > "$OUT""#;
+    let mut default_path = shell_job("reports", written, &[("OUT", "/dev/termination-log")], None);
+    let own_file = format!("/tmp/monoship-conformance-{}.msg", std::process::id());
+    let mut own_path = shell_job(
+        "own",
+        &format!("{written}; head -c 5000 /dev/zero | tr '\\0' x >> \"$OUT\"; exit 2"),
+        &[("OUT", &own_file)],
+        None,
+    );
+    let container = &mut own_path
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers[0];
+    container.termination_message_path = Some(own_file.clone());
+    default_path.metadata.labels = Some([("team".to_owned(), "fruit".to_owned())].into());
+    for job in [&default_path, &own_path] {
+        jobs.create(&PostParams::default(), job).await.unwrap();
+    }
+    let done = wait_finished(&server, "reports").await;
+    wait_finished(&server, "own").await;
+    let pods: Api<Pod> = Api::namespaced(server.client(), NS);
+    let listed = pods
+        .list(&ListParams::default().labels("batch.kubernetes.io/job-name=reports"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let pod = &listed.items[0];
+    assert_eq!(pod.labels()["job-name"], "reports");
+    let owner = &pod.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(&owner.uid)),
+        ("Job", done.metadata.uid.as_ref())
+    );
+    let status = pod.status.as_ref().unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Succeeded"));
+    let terminated = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .clone()
+            .unwrap()
+    };
+    let reported = terminated(pod);
+    assert_eq!(reported.exit_code, 0);
+    assert_eq!(reported.message, Some(format!("sha256:{:064}\n", 7)));
+    assert!(
+        !std::path::Path::new("/dev/termination-log").exists(),
+        "nothing written to /dev"
+    );
+
+    let own = pods
+        .list(&ListParams::default().labels("job-name=own"))
+        .await
+        .unwrap();
+    let own = &own.items[0];
+    assert_eq!(
+        own.status.as_ref().unwrap().phase.as_deref(),
+        Some("Failed")
+    );
+    let failed = terminated(own);
+    assert_eq!(failed.exit_code, 2);
+    let message = failed.message.unwrap();
+    assert_eq!(message.len(), 4096, "a kubelet keeps at most 4096 bytes");
+    assert!(message.starts_with("sha256:"));
+    assert!(
+        !std::path::Path::new(&own_file).exists(),
+        "the template's path is mapped too"
+    );
+    runner.shutdown().await;
+}

@@ -143,6 +143,51 @@ fn the_job_carries_owner_labels_limits_env_and_mounts() {
     );
 }
 
+/// The build container (the template's first) gets `MONOSHIP_DIGEST_FILE`, equal to its
+/// `terminationMessagePath` (the Kubernetes default when unset); other containers do not.
+#[test]
+fn the_build_container_reports_its_digest_through_its_termination_message() {
+    let sb = servicebuild(json!({"spec": {"containers": [
+        {"name": "build", "image": "builder", "env": [{"name": "MONOSHIP_DIGEST_FILE", "value": "/x"}]},
+        {"name": "sidecar", "image": "proxy"}
+    ]}}));
+    let pod = build_job(&sb, &wanted(&sb), &settings())
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert_eq!(
+        env_of(&pod.containers[0])["MONOSHIP_DIGEST_FILE"],
+        "/dev/termination-log"
+    );
+    assert_eq!(
+        pod.containers[0].termination_message_path, None,
+        "the template's, untouched"
+    );
+    assert!(!env_of(&pod.containers[1]).contains_key("MONOSHIP_DIGEST_FILE"));
+    assert!(!env_of(&pod.init_containers.unwrap()[0]).contains_key("MONOSHIP_DIGEST_FILE"));
+
+    let sb = servicebuild(
+        json!({"spec": {"containers": [{"name": "build", "image": "builder",
+        "terminationMessagePath": "/tmp/digest", "terminationMessagePolicy": "FallbackToLogsOnError"}]}}),
+    );
+    let pod = build_job(&sb, &wanted(&sb), &settings())
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let build = &pod.containers[0];
+    assert_eq!(env_of(build)["MONOSHIP_DIGEST_FILE"], "/tmp/digest");
+    assert_eq!(
+        build.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+}
+
 #[test]
 fn templates_can_opt_out_of_checkout_and_ask_for_a_token() {
     let sb = servicebuild(json!({

@@ -9,7 +9,9 @@
 //! local process in a workspace of the pod's own (`MONOSHIP_WORKSPACE`). Its status goes
 //! through `pods/status` as a kubelet writes it: `Running` with `startTime`, then `Succeeded` or
 //! `Failed` with `initContainerStatuses` and `containerStatuses` in `terminated` state (exit
-//! code, reason `Completed`/`Error`, and the termination message), so the real Job controller
+//! code, reason `Completed`/`Error`, and the termination message: each container's
+//! `terminationMessagePath` is a temporary file of the pod's own, never a path under `/dev`,
+//! see [`crate::process`]), so the real Job controller
 //! completes or fails the Job. `activeDeadlineSeconds` of the pod kills it (`DeadlineExceeded`);
 //! a pod being deleted has its process killed and is then removed (grace period 0), as a
 //! kubelet confirms a deletion.
@@ -261,37 +263,6 @@ async fn patch_status(pods: &Api<Pod>, name: &str, status: Value) {
     }
 }
 
-/// `containerStatuses` entries for `containers`: `terminated` for those that ran, `waiting`
-/// for the others.
-fn statuses(containers: &[k8s_openapi::api::core::v1::Container], exits: &[Exit]) -> Value {
-    containers
-        .iter()
-        .map(|c| {
-            let state = match exits.iter().find(|e| e.name == c.name) {
-                Some(exit) => {
-                    let reason = match (exit.succeeded(), &exit.stop) {
-                        (true, _) => "Completed",
-                        (false, Stop::StartError) => "StartError",
-                        (false, _) => "Error",
-                    };
-                    let mut terminated = json!({
-                        "exitCode": exit.exit_code, "reason": reason,
-                        "startedAt": exit.started_at, "finishedAt": exit.finished_at,
-                        "containerID": format!("local://{}", c.name)
-                    });
-                    if let Some(message) = &exit.message {
-                        terminated["message"] = json!(message);
-                    }
-                    json!({"terminated": terminated})
-                }
-                None => json!({"waiting": {"reason": "PodInitializing"}}),
-            };
-            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(), "imageID": "",
-                   "ready": false, "restartCount": 0, "started": false, "state": state})
-        })
-        .collect()
-}
-
 async fn run_pod(shared: Arc<Shared>, pod: Pod, mut cancel: oneshot::Receiver<()>) {
     let name = pod.name_any();
     let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &shared.namespace);
@@ -331,8 +302,8 @@ async fn run_pod(shared: Arc<Shared>, pod: Pod, mut cancel: oneshot::Receiver<()
     let deadline_exceeded = exits.last().is_some_and(|e| e.stop == Stop::Deadline);
     let mut status = json!({
         "phase": if succeeded { "Succeeded" } else { "Failed" },
-        "initContainerStatuses": statuses(spec.init_containers.as_deref().unwrap_or_default(), &exits),
-        "containerStatuses": statuses(&spec.containers, &exits),
+        "initContainerStatuses": process::container_statuses(spec.init_containers.as_deref().unwrap_or_default(), &exits),
+        "containerStatuses": process::container_statuses(&spec.containers, &exits),
     });
     if deadline_exceeded {
         status["reason"] = json!("DeadlineExceeded");
