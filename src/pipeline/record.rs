@@ -468,6 +468,8 @@ pub fn record_history(status: &mut ServiceBuildStatus, entry: HistoryEntry, limi
     status.history.truncate(limit.max(1) as usize);
 }
 
+#[cfg(test)]
+mod steps;
 mod targets;
 #[cfg(test)]
 mod tests;

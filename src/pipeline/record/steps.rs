@@ -1,0 +1,214 @@
+//! Record, one step at a time: what the table does not show (timestamps, history, a pod
+//! that cannot run, provenance).
+
+use super::*;
+use crate::api::Phase;
+use crate::pipeline::fixtures::*;
+use crate::pipeline::observe::{JobState, ObservedJob};
+use crate::pipeline::outcome::PinOutcome;
+
+const NOW: i64 = 100;
+
+/// A running Job whose pod cannot run: a cause in the spec stalls, anything else is shown while
+/// Kubernetes retries; either is announced once.
+#[test]
+fn a_build_job_without_a_pod_says_why() {
+    let refused = Fault::stalled(reasons::BUILD_POD_REJECTED, "violates PodSecurity");
+    let pulling = Fault::transient(reasons::BUILD_POD_PENDING, "ImagePullBackOff");
+    let building = || {
+        Fixture::new()
+            .build(build(REV, None, None, false))
+            .status(|s| s.phase = Some(Phase::Building))
+    };
+    let cases = [
+        (building(), &refused, Phase::Stalled, ("Stalled", "True"), 1),
+        (
+            building(),
+            &pulling,
+            Phase::Building,
+            ("Reconciling", "True"),
+            1,
+        ),
+    ];
+    for (fixture, stuck, phase, (type_, status), events) in cases {
+        let job = ObservedJob {
+            state: JobState::Running,
+            waiting_for_pod: true,
+            stuck: Some(stuck.clone()),
+            ..ObservedJob::default()
+        };
+        let first = record(
+            &fixture.observed(&job),
+            &Plan::AwaitJob,
+            &Outcome::Nothing,
+            None,
+            &at(NOW),
+        );
+        assert_eq!(first.status.phase, Some(phase));
+        let condition = first
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("the condition");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            (status, stuck.reason)
+        );
+        assert_eq!(first.events.len(), events, "{:?}", first.events);
+        assert!(first.events[0].warning && first.events[0].message == stuck.message);
+        let again = Fixture {
+            status: first.status.clone(),
+            ..Fixture::new()
+        };
+        let second = record(
+            &again.observed(&job),
+            &Plan::AwaitJob,
+            &Outcome::Nothing,
+            None,
+            &at(NOW + 20),
+        );
+        assert!(
+            second.events.is_empty(),
+            "announced once: {:?}",
+            second.events
+        );
+        assert_eq!(second.status, first.status);
+    }
+}
+
+/// Where a digest comes from is recorded with it; a mismatch records no digest and says both.
+#[test]
+fn a_digest_is_recorded_with_its_provenance() {
+    let fixture = Fixture::new().build(build(REV, None, None, false));
+    let job = ObservedJob {
+        state: JobState::Succeeded,
+        completed: Some(at(50)),
+        ..ObservedJob::default()
+    };
+    let resolved = |reported: Option<&str>| {
+        let plan = Plan::ResolveDigest {
+            reported: reported.map(Into::into),
+        };
+        let outcome = Outcome::DigestResolved { tagged: D2.into() };
+        let recorded = record(&fixture.observed(&job), &plan, &outcome, None, &at(NOW));
+        (
+            recorded.status.build.expect("build"),
+            recorded.status.conditions,
+        )
+    };
+    let (reported, _) = resolved(Some(D2));
+    assert_eq!(reported.digest.as_deref(), Some(D2));
+    assert_eq!(reported.digest_source, Some(DigestSource::Reported));
+    assert_eq!(reported.completion_time, Some(at(50)));
+    let (tagged, conditions) = resolved(None);
+    assert_eq!(tagged.digest_source, Some(DigestSource::Tag));
+    let built = conditions
+        .iter()
+        .find(|c| c.type_ == types::BUILT)
+        .expect("Built");
+    assert!(
+        built.message.contains("reported no digest"),
+        "{}",
+        built.message
+    );
+    let (mismatch, conditions) = resolved(Some(D1));
+    assert_eq!((mismatch.digest, mismatch.digest_source), (None, None));
+    assert_eq!(mismatch.failure_reason.as_deref(), Some("DigestMismatch"));
+    let stalled = conditions
+        .iter()
+        .find(|c| c.type_ == types::STALLED)
+        .expect("Stalled");
+    assert!(
+        stalled.message.contains(D1) && stalled.message.contains(D2),
+        "{}",
+        stalled.message
+    );
+}
+
+#[test]
+fn a_repeated_step_records_the_same_status_and_no_event() {
+    let fixture = Fixture::new()
+        .build(build(REV, None, Some(D1), false))
+        .current(current(D1, true));
+    let job = ObservedJob::missing();
+    let plan = Plan::Settle { digest: D1.into() };
+    let outcome = Outcome::Settled {
+        targets: pin(Ok(PinOutcome::AlreadyPinned)),
+    };
+    let first = record(&fixture.observed(&job), &plan, &outcome, None, &at(NOW));
+    let again = Fixture {
+        status: first.status.clone(),
+        ..Fixture::new()
+    };
+    let second = record(&again.observed(&job), &plan, &outcome, None, &at(NOW + 60));
+    assert_eq!(
+        second.status, first.status,
+        "timestamps move only on transitions"
+    );
+    assert!(second.events.is_empty(), "{:?}", second.events);
+}
+
+#[test]
+fn a_promotion_records_history_and_the_promotion_time() {
+    let job = ObservedJob::missing();
+    let fixture = promoting();
+    let recorded = record(
+        &fixture.observed(&job),
+        &Plan::Promote { digest: D2.into() },
+        &Outcome::Promoted {
+            tags: vec![],
+            targets: Some(pin(written("old"))),
+        },
+        None,
+        &at(NOW),
+    );
+    let current = recorded.status.current.expect("current");
+    assert_eq!(current.promoted_at, Some(at(NOW)));
+    assert_eq!(current.tags, ["latest"]);
+    let history = &recorded.status.history[0];
+    assert_eq!((history.revision.as_str(), history.promoted), (REV, true));
+    let target = &recorded.status.targets[0];
+    assert!(target.in_sync && target.message.is_none());
+    assert_eq!(target.updated_at, Some(at(NOW)));
+}
+
+#[test]
+fn a_build_started_by_a_running_job_keeps_the_job_start_time() {
+    let job = ObservedJob {
+        state: JobState::Running,
+        started: Some(at(42)),
+        ..ObservedJob::default()
+    };
+    let fixture = Fixture::new();
+    let recorded = record(
+        &fixture.observed(&job),
+        &Plan::AwaitJob,
+        &Outcome::Nothing,
+        None,
+        &at(NOW),
+    );
+    let build = recorded.status.build.expect("build");
+    assert_eq!(build.start_time, Some(at(42)));
+    assert_eq!(
+        (build.job_name.as_str(), build.revision.as_str()),
+        (JOB, REV)
+    );
+}
+
+#[test]
+fn history_is_bounded_and_not_repeated() {
+    let mut status = ServiceBuildStatus::default();
+    for i in 0..5 {
+        let entry = HistoryEntry {
+            revision: format!("r{i}"),
+            digest: "d".into(),
+            promoted: false,
+            at: at(i),
+        };
+        record_history(&mut status, entry.clone(), 3);
+        record_history(&mut status, entry, 3);
+    }
+    let revisions: Vec<_> = status.history.iter().map(|h| h.revision.as_str()).collect();
+    assert_eq!(revisions, ["r4", "r3", "r2"]);
+}
