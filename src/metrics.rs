@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -45,6 +46,8 @@ pub struct Metrics {
     pub target_writes: Family<TargetWriteLabels, Counter>,
     /// Registry requests by operation and status code.
     pub registry_requests: Family<RegistryLabels, Counter>,
+    /// ServiceBuilds this replica keeps state for (its last status write, a backoff count).
+    pub tracked: Gauge,
 }
 
 impl Default for Metrics {
@@ -60,6 +63,7 @@ impl Default for Metrics {
         let unchanged = Counter::default();
         let target_writes = Family::default();
         let registry_requests = Family::default();
+        let tracked = Gauge::default();
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_duration_seconds",
@@ -87,6 +91,11 @@ impl Default for Metrics {
             "Registry requests by operation and HTTP status",
             registry_requests.clone(),
         );
+        registry.register(
+            "tracked_servicebuilds",
+            "ServiceBuilds this replica keeps state for (last status write, backoff), as of the last prune",
+            tracked.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -96,6 +105,7 @@ impl Default for Metrics {
             unchanged,
             target_writes,
             registry_requests,
+            tracked,
         }
     }
 }

@@ -377,3 +377,46 @@ async fn a_second_servicebuild_on_the_same_tag_creates_no_job() {
     assert!(refused["status"]["build"].is_null());
     controller.stop().await;
 }
+
+/// What the controller keeps per ServiceBuild (its last status write, a backoff count) goes
+/// when the ServiceBuild goes: with many ServiceBuilds coming and going it does not grow
+/// forever. `/metrics` shows the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_the_controller_keeps_of_a_deleted_servicebuild_goes_with_it() {
+    let seed = Seed::start().await;
+    let mut settings = common::settings(&seed, Duration::from_secs(600));
+    settings.prune_every = Duration::from_millis(200);
+    let controller = common::start_with(seed.client.clone(), settings, None).await;
+    let revision = seed.repo.head();
+    seed.set_revision(&revision).await;
+    seed.settled(&revision).await;
+    let tracked = || {
+        common::counter(
+            &controller.metrics.encode(),
+            "monoship_tracked_servicebuilds",
+        )
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tracked() != 2.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tracked: {}",
+            tracked()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    seed.servicebuilds()
+        .delete("banana", &Default::default())
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tracked() != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tracked: {}",
+            tracked()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    controller.stop().await;
+}

@@ -40,7 +40,7 @@ pub const DEFAULT_CONCURRENCY: u16 = 16;
 const STALLED_RETRY: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often the per-ServiceBuild maps drop the entries of ServiceBuilds that are gone.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
+pub const DEFAULT_PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How long in-flight reconciles may run on after the controller was told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -62,6 +62,8 @@ pub struct Settings {
     pub policy: Policy,
     /// At most this many ServiceBuilds are reconciled at once (0: no limit).
     pub concurrency: u16,
+    /// How often what this replica keeps of ServiceBuilds that are gone is dropped.
+    pub prune_every: Duration,
     /// The Nomad addresses targets may name; empty allows every address.
     pub nomad_allowed_addresses: NomadAllowlist,
 }
@@ -79,6 +81,7 @@ impl Default for Settings {
             resync: DEFAULT_RESYNC,
             policy: Policy::default(),
             concurrency: DEFAULT_CONCURRENCY,
+            prune_every: DEFAULT_PRUNE_EVERY,
             nomad_allowed_addresses: NomadAllowlist::default(),
         }
     }
@@ -181,6 +184,9 @@ impl Context {
         if let Ok(mut failures) = self.failures.lock() {
             failures.retain(|key, _| exists(key));
         }
+        self.metrics
+            .tracked
+            .set(i64::try_from(self.tracked()).unwrap_or(i64::MAX));
     }
 
     /// How many ServiceBuilds this replica keeps something of (for tests and metrics).
@@ -240,7 +246,7 @@ pub async fn run(
             let (store, context) = (store.clone(), context.clone());
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(PRUNE_EVERY).await;
+                    tokio::time::sleep(context.settings.prune_every).await;
                     context.prune(|key| store.get(key).is_some());
                 }
             })
