@@ -12,23 +12,6 @@ use monoship_testkit::apiserver::FaultRule;
 use monoship_testkit::scenario::{NAMESPACE, Seed};
 use serde_json::{Value, json};
 
-fn job_creates(seed: &Seed) -> usize {
-    seed.api
-        .writes()
-        .iter()
-        .filter(|w| w.resource == "jobs" && w.verb == "create" && w.changed)
-        .count()
-}
-
-fn target_writes(seed: &Seed, name: &str) -> usize {
-    seed.api
-        .writes()
-        .iter()
-        .filter(|w| w.resource == "deployments" && w.name.as_deref() == Some(name))
-        .filter(|w| w.changed && w.verb != "create")
-        .count()
-}
-
 /// Where to crash the controller during banana's first promotion, and how to get there: a
 /// fault that stops the controller just after the step, and what shows the step happened.
 #[derive(Debug, Clone, Copy)]
@@ -114,7 +97,7 @@ async fn crash_and_recover(crash: CrashAfter) {
             "{crash:?}"
         );
         assert_eq!(
-            target_writes(&seed, name),
+            common::target_writes(&seed, name),
             1,
             "{crash:?}: one write per target per new digest"
         );
@@ -136,7 +119,7 @@ async fn crash_and_recover(crash: CrashAfter) {
         );
     }
     assert_eq!(
-        job_creates(&seed),
+        common::job_creates(&seed),
         2,
         "{crash:?}: exactly one Job per service and revision"
     );
@@ -226,7 +209,7 @@ async fn a_newer_revision_supersedes_a_running_build() {
         .api
         .list_objects("events.k8s.io", "events", Some(NAMESPACE));
     assert!(events.iter().any(|e| e["reason"] == "BuildSuperseded"));
-    assert_eq!(target_writes(&seed, "banana"), 1);
+    assert_eq!(common::target_writes(&seed, "banana"), 1);
     controller.stop().await;
 }
 
@@ -265,7 +248,7 @@ async fn a_failed_build_waits_for_the_rebuild_annotation() {
         1,
         "a failed build is not retried by itself"
     );
-    assert_eq!(job_creates(&seed), 1);
+    assert_eq!(common::job_creates(&seed), 1);
     assert_eq!(phase(&seed.get("banana").await), "Failed");
 
     // ...a new value of the rebuild annotation does.
@@ -277,7 +260,7 @@ async fn a_failed_build_waits_for_the_rebuild_annotation() {
     .await;
     let promoted = wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
     assert_eq!(promoted["status"]["build"]["rebuild"], "1");
-    assert_eq!(job_creates(&seed), 2);
+    assert_eq!(common::job_creates(&seed), 2);
     assert_eq!(seed.runner.runs(), 2);
     assert!(condition(&promoted, "Stalled").is_none());
     controller.stop().await;
@@ -396,7 +379,7 @@ async fn a_drifted_target_is_re_pinned_and_reported() {
             .contains("example.org/hotfix:1")
     );
     // Orange did not drift: it is not written.
-    assert_eq!(target_writes(&seed, "orange"), 1);
+    assert_eq!(common::target_writes(&seed, "orange"), 1);
     controller.stop().await;
 }
 
@@ -416,11 +399,11 @@ async fn suspend_stops_every_action() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(seed.jobs().await.is_empty(), "no build while suspended");
-    assert_eq!(target_writes(&seed, "banana"), 0);
+    assert_eq!(common::target_writes(&seed, "banana"), 0);
 
     merge(&seed, "banana", json!({"spec": {"suspend": false}})).await;
     wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
-    assert_eq!(job_creates(&seed), 1);
+    assert_eq!(common::job_creates(&seed), 1);
     controller.stop().await;
 }
 
@@ -495,7 +478,7 @@ async fn a_tag_added_later_is_moved_to_the_current_digest() {
     };
     assert_eq!((puts("stable"), puts("latest")), (1, 0));
     assert_eq!(
-        target_writes(&seed, "banana"),
+        common::target_writes(&seed, "banana"),
         1,
         "the Deployment is not written again"
     );
@@ -539,6 +522,6 @@ async fn a_transient_fault_shows_on_ready_and_is_retried() {
         common::counter(&text, "monoship_reconciles_total{result=\"error\"}") >= 1.0,
         "{text}"
     );
-    assert_eq!(target_writes(&seed, "banana"), 1);
+    assert_eq!(common::target_writes(&seed, "banana"), 1);
     controller.stop().await;
 }

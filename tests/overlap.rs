@@ -21,16 +21,6 @@ const RESYNC: Duration = Duration::from_millis(300);
 /// How long a settled state is watched for writes that should not happen.
 const WATCH: Duration = Duration::from_secs(3);
 
-/// Writes to a Deployment that changed it (its creation aside).
-fn deployment_writes(seed: &Seed, name: &str) -> usize {
-    seed.api
-        .writes()
-        .iter()
-        .filter(|w| w.resource == "deployments" && w.name.as_deref() == Some(name))
-        .filter(|w| w.changed && w.verb != "create")
-        .count()
-}
-
 /// A Deployment's containers, name → image.
 async fn containers(seed: &Seed, name: &str) -> BTreeMap<String, Option<String>> {
     let deployments: Api<Deployment> = Api::namespaced(seed.client.clone(), NAMESPACE);
@@ -95,7 +85,7 @@ async fn one_servicebuild_pins_two_containers_of_one_deployment() {
     let banana = wait_for(&seed, "banana", "Promoted", promoted).await;
     let image = pinned(&seed, &banana);
     assert_eq!(
-        deployment_writes(&seed, "banana"),
+        common::target_writes(&seed, "banana"),
         2,
         "one write per target"
     );
@@ -113,7 +103,11 @@ async fn one_servicebuild_pins_two_containers_of_one_deployment() {
             ("sidecar".to_owned(), "shop/banana".to_owned()),
         ])
     );
-    assert_eq!(deployment_writes(&seed, "banana"), 2, "no write on resync");
+    assert_eq!(
+        common::target_writes(&seed, "banana"),
+        2,
+        "no write on resync"
+    );
     let banana = seed.get("banana").await;
     assert_eq!(phase(&banana), "Promoted", "{:#}", banana["status"]);
     for entry in banana["status"]["targets"].as_array().unwrap() {
@@ -135,7 +129,7 @@ async fn two_servicebuilds_pin_two_containers_of_one_deployment() {
     let banana = wait_for(&seed, "banana", "Promoted", promoted).await;
     let orange = wait_for(&seed, "orange", "Promoted", promoted).await;
     assert_eq!(
-        deployment_writes(&seed, "banana"),
+        common::target_writes(&seed, "banana"),
         2,
         "one write per ServiceBuild"
     );
@@ -155,8 +149,12 @@ async fn two_servicebuilds_pin_two_containers_of_one_deployment() {
             ("sidecar".to_owned(), "shop/orange".to_owned()),
         ])
     );
-    assert_eq!(deployment_writes(&seed, "banana"), 2, "no write on resync");
-    assert_eq!(deployment_writes(&seed, "orange"), 0, "not a target");
+    assert_eq!(
+        common::target_writes(&seed, "banana"),
+        2,
+        "no write on resync"
+    );
+    assert_eq!(common::target_writes(&seed, "orange"), 0, "not a target");
     for name in ["banana", "orange"] {
         let object = seed.get(name).await;
         assert_eq!(phase(&object), "Promoted", "{name}: {:#}", object["status"]);
@@ -190,7 +188,7 @@ async fn a_renamed_target_container_keeps_the_old_containers_image() {
         ])
     );
     assert_eq!(
-        deployment_writes(&seed, "banana"),
+        common::target_writes(&seed, "banana"),
         2,
         "one write per container"
     );
@@ -221,7 +219,11 @@ async fn a_second_claimant_of_a_container_stalls_until_the_owner_is_gone() {
 
     // Several resyncs: the Deployment keeps banana's single write.
     tokio::time::sleep(WATCH).await;
-    assert_eq!(deployment_writes(&seed, "banana"), 1, "only banana's pin");
+    assert_eq!(
+        common::target_writes(&seed, "banana"),
+        1,
+        "only banana's pin"
+    );
     assert_eq!(containers(&seed, "banana").await["app"], Some(banana_image));
     assert_eq!(phase(&seed.get("banana").await), "Promoted");
     assert_eq!(phase(&seed.get("orange").await), "Stalled");
@@ -246,7 +248,7 @@ async fn a_second_claimant_of_a_container_stalls_until_the_owner_is_gone() {
         claims(&seed, "banana").await,
         BTreeMap::from([("app".to_owned(), "shop/orange".to_owned())])
     );
-    assert_eq!(deployment_writes(&seed, "banana"), 2);
+    assert_eq!(common::target_writes(&seed, "banana"), 2);
     controller.stop().await;
 }
 

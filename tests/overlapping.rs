@@ -13,14 +13,6 @@ use serde_json::{Value, json};
 
 use common::{create, merge, phase, wait_for};
 
-fn job_creates(seed: &Seed) -> usize {
-    seed.api
-        .writes()
-        .iter()
-        .filter(|w| w.resource == "jobs" && w.verb == "create" && w.changed)
-        .count()
-}
-
 fn job_name(object: &Value) -> String {
     object["status"]["build"]["jobName"]
         .as_str()
@@ -52,7 +44,7 @@ async fn servicebuilds_with_a_long_shared_prefix_get_their_own_jobs() {
         jobs.push(job_name(&done));
     }
     assert_ne!(jobs[0], jobs[1], "one Job each");
-    assert_eq!(job_creates(&seed), 2);
+    assert_eq!(common::job_creates(&seed), 2);
     assert_eq!(seed.runner.runs(), 2, "both builds ran");
     controller.stop().await;
 }
@@ -83,7 +75,7 @@ async fn the_rebuild_annotation_triggers_and_never_resurrects() {
     .await;
     let job_1 = job_name(&first);
     assert_ne!(job_1, failed_job);
-    assert_eq!(job_creates(&seed), 2);
+    assert_eq!(common::job_creates(&seed), 2);
 
     // Removing the annotation, or setting the value already handled, changes nothing.
     merge(&seed, "banana", rebuild(Value::Null)).await;
@@ -93,7 +85,11 @@ async fn the_rebuild_annotation_triggers_and_never_resurrects() {
     let still = seed.get("banana").await;
     assert_eq!(phase(&still), "Promoted", "{:#}", still["status"]);
     assert_eq!(job_name(&still), job_1);
-    assert_eq!(job_creates(&seed), 2, "no build, no resurrected failure");
+    assert_eq!(
+        common::job_creates(&seed),
+        2,
+        "no build, no resurrected failure"
+    );
 
     // A new value builds again; the old value set again after it builds again too, as a Job
     // of its own.
@@ -119,7 +115,7 @@ async fn the_rebuild_annotation_triggers_and_never_resurrects() {
         .contains(&job_1_again.as_str()),
         "{job_1_again} is a new Job"
     );
-    assert_eq!(job_creates(&seed), 4);
+    assert_eq!(common::job_creates(&seed), 4);
     controller.stop().await;
 }
 
@@ -169,12 +165,7 @@ async fn a_revision_changed_while_a_promotion_starts_is_never_promoted() {
         history.iter().all(|h| h["revision"] != old.as_str()),
         "the older revision was never promoted: {history:#?}"
     );
-    let pins = seed
-        .api
-        .writes()
-        .iter()
-        .filter(|w| w.resource == "deployments" && w.changed && w.verb != "create")
-        .count();
+    let pins = all_target_writes(&seed);
     assert_eq!(
         pins, 1,
         "the Deployment was pinned once, to the newer digest"
@@ -256,7 +247,8 @@ fn servicebuild_running(seed: &Seed, command: &str) -> Value {
     object
 }
 
-fn target_writes(seed: &Seed) -> usize {
+/// Writes that changed any Deployment (creations aside).
+fn all_target_writes(seed: &Seed) -> usize {
     seed.api
         .writes()
         .iter()
@@ -305,7 +297,7 @@ async fn a_tag_overwritten_after_the_build_pushed_promotes_nothing() {
     assert_eq!(digests[1], orange_digest, "the tag's digest: {message}");
     assert!(stalled["status"]["build"]["digest"].is_null());
     assert!(stalled["status"]["current"].is_null());
-    assert_eq!(target_writes(&seed), 0, "no target written");
+    assert_eq!(all_target_writes(&seed), 0, "no target written");
     assert_eq!(
         seed.registry.manifest_puts("shop/banana", "latest"),
         0,
@@ -314,7 +306,10 @@ async fn a_tag_overwritten_after_the_build_pushed_promotes_nothing() {
     // It stays so: nothing is retried until a new revision or rebuild token.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(phase(&seed.get("banana").await), "Stalled");
-    assert_eq!((target_writes(&seed), job_creates(&seed)), (0, 1));
+    assert_eq!(
+        (all_target_writes(&seed), common::job_creates(&seed)),
+        (0, 1)
+    );
     controller.stop().await;
 }
 
@@ -372,7 +367,7 @@ async fn a_second_servicebuild_on_the_same_tag_creates_no_job() {
         "{message}"
     );
     wait_for(&seed, "banana", "Promoted", |o| phase(o) == "Promoted").await;
-    assert_eq!(job_creates(&seed), 1, "only the older one built");
+    assert_eq!(common::job_creates(&seed), 1, "only the older one built");
     assert_eq!(seed.jobs().await.len(), 1);
     assert!(refused["status"]["build"].is_null());
     controller.stop().await;

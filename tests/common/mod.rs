@@ -171,3 +171,22 @@ pub async fn with_failing_target_writes(code: u16) -> (Seed, Running) {
     seed.set_service_revision("banana", &seed.repo.head()).await;
     (seed, controller)
 }
+
+/// Build Jobs created since the last counter reset.
+pub fn job_creates(seed: &Seed) -> usize {
+    seed.api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "jobs" && w.verb == "create" && w.changed)
+        .count()
+}
+
+/// Writes that changed the Deployment `name` (its creation aside) since the last counter reset.
+pub fn target_writes(seed: &Seed, name: &str) -> usize {
+    seed.api
+        .writes()
+        .iter()
+        .filter(|w| w.resource == "deployments" && w.name.as_deref() == Some(name))
+        .filter(|w| w.changed && w.verb != "create")
+        .count()
+}
