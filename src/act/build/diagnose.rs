@@ -51,7 +51,7 @@ pub fn failed_create(job: &str, message: &str) -> Fault {
         .strip_prefix("Error creating: ")
         .unwrap_or(message)
         .trim();
-    let cause = cause.get(..1024).unwrap_or(cause);
+    let cause = at_most(cause, 1024);
     let quota = cause.contains("exceeded quota");
     let text = format!("the Job controller cannot create the pod of build Job {job}: {cause}");
     if quota {
@@ -81,7 +81,7 @@ pub fn pod_problem(pod: &Pod) -> Option<Fault> {
         };
         let reason = waiting.reason.as_deref().unwrap_or_default();
         let detail = waiting.message.as_deref().unwrap_or(reason);
-        let detail = detail.get(..512).unwrap_or(detail);
+        let detail = at_most(detail, 512);
         let text = format!(
             "build pod {} cannot start container {} ({reason}): {detail}",
             pod.name_any(),
@@ -98,6 +98,17 @@ pub fn pod_problem(pod: &Pod) -> Option<Fault> {
         }
     }
     None
+}
+
+/// At most `limit` bytes of `text`, cut at a character boundary.
+fn at_most(text: &str, limit: usize) -> &str {
+    let end = text
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end <= limit)
+        .last()
+        .unwrap_or(0);
+    &text[..end]
 }
 
 #[cfg(test)]
@@ -125,6 +136,16 @@ mod tests {
         );
         assert!(!quota.stalled);
         assert_eq!(quota.reason, reasons::BUILD_POD_PENDING);
+    }
+
+    #[test]
+    fn messages_are_cut_at_a_character_boundary() {
+        assert_eq!(at_most("abc", 10), "abc");
+        assert_eq!(at_most("aé", 2), "a");
+        assert_eq!(at_most("aé", 3), "aé");
+        let long = "é".repeat(2000);
+        let message = failed_create("banana-1", &long).message;
+        assert!(message.len() < 1400, "{}", message.len());
     }
 
     #[test]
