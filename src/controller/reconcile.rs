@@ -70,7 +70,8 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     let namespace = sb.namespace().ok_or_else(|| {
         Error::stalled(reasons::INVALID_SPEC, "a ServiceBuild must be namespaced")
     })?;
-    let wanted = wanted_build(&sb, sb.status.as_ref().unwrap_or(&Default::default()));
+    let read = sb.status.clone().unwrap_or_default();
+    let wanted = wanted_build(&sb, &read);
     let actor = Actor {
         client: &ctx.client,
         registry: &ctx.registry,
@@ -84,7 +85,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         ctx,
         sb: &sb,
         namespace: &namespace,
-        written: sb.status.clone().unwrap_or_default(),
+        written: read.clone(),
         resource_version: sb.resource_version(),
         events: Vec::new(),
     };
@@ -97,10 +98,10 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     )
     .await;
     // Another ServiceBuild pushing to the same tag matters only while a Job may be created.
-    let unfinished = !build_is_finished(sb.status.as_ref().unwrap_or(&Default::default()), &wanted);
-    let claimant = match unfinished {
-        true => tag_claimant(ctx, &sb, &namespace, &wanted).await?,
-        false => None,
+    let claimant = if build_is_finished(&read, &wanted) {
+        None
+    } else {
+        tag_claimant(ctx, &sb, &namespace, &wanted).await?
     };
     let facts = Facts {
         sb: &sb,
@@ -110,7 +111,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         accepting_namespaces: &accepting,
         tag_claimed_by: claimant.as_deref(),
     };
-    let mut status = writer.written.clone();
+    let mut status = read;
     let now = Time(jiff::Timestamp::now());
 
     for _ in 0..MAX_STEPS {

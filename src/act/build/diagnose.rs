@@ -24,10 +24,8 @@ pub fn has_no_ready_pod(job: &Job) -> bool {
 /// Why the Job has no running pod, if its Events or pods say.
 pub async fn why_no_pod(client: &Client, namespace: &str, job: &Job) -> Result<Option<Fault>> {
     let name = job.name_any();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("batch.kubernetes.io/job-name={name}");
-    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-    if let Some(fault) = listed.items.iter().find_map(pod_problem) {
+    let pods = super::pods_of_job(client, namespace, &name).await?;
+    if let Some(fault) = pods.iter().find_map(pod_problem) {
         return Ok(Some(fault));
     }
     let Some(uid) = job.uid() else {

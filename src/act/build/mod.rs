@@ -9,6 +9,7 @@ pub mod report;
 pub use job::*;
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use kube::{Client, ResourceExt};
 use tracing::{debug, info};
@@ -24,6 +25,16 @@ use crate::{Error, Result};
 
 fn jobs(client: &Client, namespace: &str) -> Api<Job> {
     Api::namespaced(client.clone(), namespace)
+}
+
+/// The pods of the Job `job`, by the label the Job controller puts on them.
+pub async fn pods_of_job(client: &Client, namespace: &str, job: &str) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("batch.kubernetes.io/job-name={job}");
+    Ok(pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
 }
 
 /// The Job named `name`, if it exists. A Job of that name that `sb` does not own is not its

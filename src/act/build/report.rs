@@ -4,10 +4,10 @@
 //! passes results. The pods are found by the Job's `batch.kubernetes.io/job-name` label.
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
-use kube::{Api, Client};
+use kube::Client;
 
 use crate::Result;
+use crate::act::registry::is_sha256_digest;
 
 /// A kubelet keeps at most this much of a termination message.
 pub const MESSAGE_LIMIT: usize = 4096;
@@ -19,10 +19,8 @@ pub async fn reported_digest(
     job: &str,
     container: &str,
 ) -> Result<Option<String>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("batch.kubernetes.io/job-name={job}");
-    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
-    Ok(digest_in_pods(&listed.items, container))
+    let pods = super::pods_of_job(client, namespace, job).await?;
+    Ok(digest_in_pods(&pods, container))
 }
 
 /// The digest reported by `container` of a succeeded pod among `pods`: its termination message,
@@ -46,12 +44,7 @@ pub fn parse_digest(message: &str) -> Option<String> {
         return None;
     }
     let digest = message.trim();
-    let hex = digest.strip_prefix("sha256:")?;
-    let well_formed = hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    well_formed.then(|| digest.to_owned())
+    is_sha256_digest(digest).then(|| digest.to_owned())
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ use crate::conditions::reasons;
 use crate::metrics::Metrics;
 use answer::{describe_content_type, failure, into_error, read_bounded, redacted};
 use manifest::{ACCEPT_MANIFESTS, MANIFEST_BODY_CAP, media_type_of, sha256_digest, shape_problem};
-use reference::{Repository, check_tag, is_sha256_digest};
+pub use reference::is_sha256_digest;
+use reference::{Repository, check_tag};
 use transport::{Access, Call, Transport};
 
 /// Time allowed to open a connection to a registry.
