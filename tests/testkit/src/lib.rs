@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod envtest;
 pub mod fake_registry;
 pub mod git;
+pub mod git_server;
 pub mod jobrunner;
 pub mod nomad;
 pub mod oci;
