@@ -76,7 +76,13 @@ pub struct GitRequest {
     pub authorization: bool,
     /// The `Git-Protocol` header, if any.
     pub git_protocol: Option<String>,
+    /// The request body as text (lossy, at most [`BODY_EXCERPT`] bytes; empty when it was not
+    /// read: a 401, a redirect), e.g. `command=fetch ... want <id> ... have <id>`.
+    pub body: String,
 }
+
+/// How much of a request body [`GitRequest::body`] keeps.
+pub const BODY_EXCERPT: usize = 16 * 1024;
 
 #[derive(Default)]
 struct Counters {
@@ -244,7 +250,8 @@ async fn answer(State(state): State<Arc<AppState>>, request: Request) -> Respons
     let authorization = header_text(header::AUTHORIZATION);
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or_default().to_string();
-    let record = |status: StatusCode| {
+    let record = |status: StatusCode, body: &[u8]| {
+        let body = &body[..body.len().min(BODY_EXCERPT)];
         lock(&counters.log).push(GitRequest {
             method: parts.method.to_string(),
             path: path.clone(),
@@ -252,6 +259,7 @@ async fn answer(State(state): State<Arc<AppState>>, request: Request) -> Respons
             status: status.as_u16(),
             authorization: authorization.is_some(),
             git_protocol: git_protocol.clone(),
+            body: String::from_utf8_lossy(body).into_owned(),
         });
     };
 
@@ -266,7 +274,7 @@ async fn answer(State(state): State<Arc<AppState>>, request: Request) -> Respons
         );
         if authorization.as_deref() != Some(expected.as_str()) {
             counters.unauthorized.fetch_add(1, Ordering::SeqCst);
-            record(StatusCode::UNAUTHORIZED);
+            record(StatusCode::UNAUTHORIZED, b"");
             return Response::builder()
                 .status(StatusCode::UNAUTHORIZED)
                 .header(header::WWW_AUTHENTICATE, "Basic realm=\"git\"")
@@ -280,7 +288,7 @@ async fn answer(State(state): State<Arc<AppState>>, request: Request) -> Respons
             Some(pq) => format!("{base}{}", pq.as_str()),
             None => format!("{base}{path}"),
         };
-        record(StatusCode::FOUND);
+        record(StatusCode::FOUND, b"");
         return Response::builder()
             .status(StatusCode::FOUND)
             .header(header::LOCATION, location)
@@ -291,7 +299,7 @@ async fn answer(State(state): State<Arc<AppState>>, request: Request) -> Respons
     let body = match axum::body::to_bytes(body, MAX_REQUEST).await {
         Ok(body) => body,
         Err(error) => {
-            record(StatusCode::PAYLOAD_TOO_LARGE);
+            record(StatusCode::PAYLOAD_TOO_LARGE, b"");
             return plain(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body: {error}"),
@@ -321,11 +329,11 @@ async fn answer(State(state): State<Arc<AppState>>, request: Request) -> Respons
         git_protocol: git_protocol.clone(),
         remote_user,
     };
-    let response = match cgi.run(body).await {
+    let response = match cgi.run(body.clone()).await {
         Ok(response) => response,
         Err(message) => plain(StatusCode::INTERNAL_SERVER_ERROR, message),
     };
-    record(response.status());
+    record(response.status(), &body);
     response
 }
 
