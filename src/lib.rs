@@ -18,6 +18,7 @@ pub mod app;
 pub mod conditions;
 pub mod controller;
 mod error;
+pub mod inputs;
 pub mod lease;
 pub mod metrics;
 pub mod pipeline;
