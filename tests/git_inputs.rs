@@ -516,3 +516,69 @@ fn a_repository_in_use_by_a_lookup_is_not_evicted() {
         assert!(reader.join().unwrap() > 0);
     });
 }
+
+#[test]
+fn an_older_commit_after_a_newer_one_reads_like_git() {
+    let server = GitServer::start(GitServerOptions::anonymous());
+    let repo = server.repo("monorepo");
+    let first = monorepo(&repo);
+    let second = repo.commit(
+        &[
+            ("services/banana/main.go", Some("package main // v2\n")),
+            ("README.md", None),
+        ],
+        "Change banana, drop the README",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(&dir);
+    let url = repo.http_url();
+    assert_eq!(cache.ensure(&url, &second, None), Ok(Fetched::Fetched));
+    assert_eq!(cache.ensure(&url, &first, None), Ok(Fetched::Fetched));
+    assert_lookups_match_git(&cache, &url, &repo, &first);
+    let readme = cache.lookup(&url, &second, &paths(&["README.md"])).unwrap();
+    assert_eq!(readme, [PathObject::Absent]);
+}
+
+#[test]
+fn a_repository_with_too_many_packs_starts_over() {
+    use monoship::inputs::git::MAX_PACKS;
+    let repo = GitRepo::new("monorepo");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(&dir);
+    let url = repo.file_url();
+    let packs = || {
+        let pack_dir = cache.repository_dir(&url).unwrap().join("objects/pack");
+        std::fs::read_dir(pack_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "pack")
+            })
+            .count()
+    };
+    let mut commits = Vec::new();
+    for n in 0..MAX_PACKS {
+        let content = format!("{n}\n");
+        let commit = repo.commit(&[("counter.txt", Some(content.as_str()))], "count");
+        assert_eq!(cache.ensure(&url, &commit, None), Ok(Fetched::Fetched));
+        commits.push(commit);
+    }
+    assert_eq!(packs(), MAX_PACKS);
+    let last = repo.commit(&[("counter.txt", Some("last\n"))], "last");
+    assert_eq!(cache.ensure(&url, &last, None), Ok(Fetched::Fetched));
+    assert_eq!(packs(), 1, "started over");
+    // The commits of before are fetched again when asked for.
+    assert_eq!(cache.ensure(&url, &commits[0], None), Ok(Fetched::Fetched));
+    let found = cache
+        .lookup(&url, &commits[0], &paths(&["counter.txt"]))
+        .unwrap();
+    assert_eq!(
+        found,
+        [PathObject::Blob(
+            repo.rev_parse(&format!("{}:counter.txt", commits[0]))
+        )]
+    );
+}
