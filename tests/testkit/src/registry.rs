@@ -222,6 +222,33 @@ impl TestRegistry {
     pub fn storage(&self) -> PathBuf {
         self.dir.path().join("storage")
     }
+
+    /// The tags of `repository` grouped by the digest each points at, as the registry stores
+    /// them (`_manifests/tags/<tag>/current/link`), digests and tags sorted.
+    pub fn tags_by_digest(&self, repository: &str) -> Vec<(String, Vec<String>)> {
+        let tags = self
+            .storage()
+            .join("docker/registry/v2/repositories")
+            .join(repository)
+            .join("_manifests/tags");
+        let mut by_digest = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for entry in std::fs::read_dir(tags).into_iter().flatten().flatten() {
+            let tag = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(link) = std::fs::read_to_string(entry.path().join("current/link")) {
+                by_digest
+                    .entry(link.trim().to_owned())
+                    .or_default()
+                    .push(tag);
+            }
+        }
+        by_digest
+            .into_iter()
+            .map(|(digest, mut tags)| {
+                tags.sort();
+                (digest, tags)
+            })
+            .collect()
+    }
 }
 
 impl Drop for TestRegistry {

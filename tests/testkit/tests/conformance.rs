@@ -1280,7 +1280,7 @@ async fn counters_count_exact_writes() {
     assert_eq!(
         verbs,
         [
-            ("create".to_string(), None, true),
+            ("create".to_string(), Some("l".to_string()), true),
             ("patch".to_string(), Some("l".to_string()), true),
             ("patch".to_string(), Some("l".to_string()), false),
             ("delete".to_string(), Some("l".to_string()), true),

@@ -347,7 +347,16 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     let result = serve(&shared, &def, &req);
     let (resp, changed) = match result {
-        Ok(Served::Json(code, v, changed)) => (json_response(code, &v), changed),
+        Ok(Served::Json(code, v, changed)) => {
+            // A create names its object in the body, not the URL.
+            if record.name.is_none() && verb == "create" {
+                record.name = v
+                    .pointer("/metadata/name")
+                    .and_then(|n| n.as_str())
+                    .map(str::to_owned);
+            }
+            (json_response(code, &v), changed)
+        }
         Ok(Served::Watch(params)) => match watch::start(shared.clone(), def.clone(), params) {
             Ok(r) => (r, false),
             Err(e) => (error_response(&e), false),

@@ -92,6 +92,7 @@ impl ResourceDef {
 pub fn builtin_resources() -> Vec<ResourceDef> {
     vec![
         ResourceDef::new("monoship.dev", "v1alpha1", "servicebuilds", "ServiceBuild").with_status(),
+        ResourceDef::new("monoship.dev", "v1alpha1", "monorepos", "Monorepo").with_status(),
         ResourceDef::new("batch", "v1", "jobs", "Job").with_status(),
         ResourceDef::new("batch", "v1", "cronjobs", "CronJob").with_status(),
         ResourceDef::new("", "v1", "pods", "Pod").with_status(),
@@ -573,6 +574,7 @@ impl Store {
         }
         body["kind"] = json!(def.kind);
         body["apiVersion"] = json!(def.api_version());
+        fold_string_data(def, &mut body);
         let time = now_rfc3339();
         let mut name = meta_str(&body, "name").unwrap_or("").to_string();
         if name.is_empty() {
@@ -674,7 +676,8 @@ impl Store {
     }
 
     /// Build the object that results from writing `candidate` over `old` through `sub`.
-    fn prepare(def: &ResourceDef, old: &Value, candidate: Value, sub: Option<&str>) -> Value {
+    fn prepare(def: &ResourceDef, old: &Value, mut candidate: Value, sub: Option<&str>) -> Value {
+        fold_string_data(def, &mut candidate);
         let mut new = if sub == Some("status") {
             let mut n = old.clone();
             match candidate.get("status") {
@@ -1195,5 +1198,25 @@ impl Store {
                 let _ = self.delete(&def, ns.as_deref(), &name, &DeleteOpts::default());
             }
         }
+    }
+}
+
+/// A Secret's `stringData` is write-only, as on kube-apiserver: each key is stored base64-encoded
+/// in `data` (over a `data` key of the same name) and `stringData` is dropped.
+fn fold_string_data(def: &ResourceDef, body: &mut Value) {
+    use base64::Engine as _;
+    if !def.group.is_empty() || def.kind != "Secret" {
+        return;
+    }
+    let Some(Value::Object(strings)) = body.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    if !body["data"].is_object() {
+        body["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        body["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
     }
 }
