@@ -5,13 +5,16 @@
 //! with two services, banana and orange. Three commits are played:
 //!
 //! 1. the initial commit: both services are built and promoted;
-//! 2. a commit that changes only banana: banana is promoted with a new digest, orange is built
-//!    but its digest is unchanged, so nothing of orange's moves;
-//! 3. a commit outside both services (the README): both are built, both are unchanged.
+//! 2. a commit that changes only banana: banana is built and promoted with a new digest;
+//!    orange's inputs (`services/orange`) did not change, so it is not built at all: its image
+//!    gets the commit's tag and nothing of orange's moves;
+//! 3. a commit outside both services (the README): neither is built.
 //!
 //! After each commit it prints what every ServiceBuild says, and what was really written: the
-//! Deployment writes the API server saw and the `latest` manifest PUTs the registry saw. It exits
-//! non-zero when what happened contradicts that contract, so it doubles as a smoke check.
+//! build Jobs and Deployment writes the API server saw and the manifest PUTs the registry saw.
+//! At the end it lists each repository's tags by digest, as the registry stores them: one image
+//! carries the tags of every commit that did not change it. It exits non-zero when what
+//! happened contradicts that contract, so it doubles as a smoke check.
 //! Controller logs are warnings only, and build output is hidden, unless `RUST_LOG` is set.
 
 use std::collections::HashMap;
@@ -19,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoship::app::{self, Options};
-use monoship::controller::Settings;
+use monoship::controller::{GitCacheSettings, Settings};
 use monoship::metrics::Metrics;
 use monoship_testkit::scenario::{SERVICES, Seed};
 use serde_json::Value;
@@ -29,17 +32,18 @@ use tracing_subscriber::EnvFilter;
 /// What one commit should do to one service.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Expect {
-    /// A new digest: `latest` moves and the Deployment is pinned, once each.
+    /// Built, with a new digest: `latest` moves and the Deployment is pinned, once each.
     Promoted,
-    /// The digest already promoted: nothing is written.
-    Unchanged,
+    /// Not built (inputs unchanged): the current image gets the revision's tag, nothing else
+    /// is written.
+    Skipped,
 }
 
 impl Expect {
     fn phase(self) -> &'static str {
         match self {
             Expect::Promoted => "Promoted",
-            Expect::Unchanged => "Unchanged",
+            Expect::Skipped => "Unchanged",
         }
     }
 }
@@ -49,6 +53,11 @@ struct Row {
     service: &'static str,
     phase: String,
     digest: String,
+    /// Build Jobs created for the service.
+    jobs: usize,
+    /// Manifest PUTs of the revision's tag, and blob uploads, to the service's repository.
+    revision_tag_puts: usize,
+    blob_uploads: usize,
     /// Write requests on the service's Deployment, and how many of them changed it.
     deployment_writes: usize,
     deployment_changes: usize,
@@ -77,17 +86,24 @@ async fn main() {
         seed.registry.host()
     );
     println!(
-        "Each commit builds every service. A service is promoted (its `latest` tag moved and its \
-         Deployment pinned\nto repo@sha256:...) only when its image digest changed; otherwise \
-         nothing of it is written.\nThe write columns are counted by the API server and the \
-         registry themselves, not reported by monoship.\n\
-         (RUST_LOG=info shows the controller's logs and the build output too.)\n"
+        "A service is built only when its inputs (its source.paths at the commit, its build \
+         template and image\nrepository) changed; otherwise its image just gets the commit's \
+         tag. It is promoted (`latest` moved, its\nDeployment pinned to repo@sha256:...) only \
+         when its image digest changed; otherwise nothing of it is written.\nThe JOBS and write \
+         columns are counted by the API server and the registry themselves, not reported by \
+         monoship.\n(RUST_LOG=info shows the controller's logs and the build output too.)\n"
     );
 
     let token = CancellationToken::new();
     let options = Options {
         settings: Settings {
             insecure_registries: vec![seed.registry.host()],
+            git_cache: Some(GitCacheSettings {
+                dir: seed.workspaces().join("git-cache"),
+                max_bytes: 64 << 20,
+                parallel_fetches: 4,
+                allow_credentials_over_http: false,
+            }),
             ..Settings::default()
         },
         endpoints: None,
@@ -118,7 +134,7 @@ async fn main() {
         2,
         &rev2,
         "only services/banana changed",
-        [Expect::Promoted, Expect::Unchanged],
+        [Expect::Promoted, Expect::Skipped],
         &mut digests,
         &mut problems,
     )
@@ -130,11 +146,13 @@ async fn main() {
         3,
         &rev3,
         "only the README changed, outside both services",
-        [Expect::Unchanged, Expect::Unchanged],
+        [Expect::Skipped, Expect::Skipped],
         &mut digests,
         &mut problems,
     )
     .await;
+
+    print_registry(&seed, &[&rev1, &rev2, &rev3], &mut problems);
 
     // Stop everything this demo started: the controller, the job runner, the API server, and
     // the registry process (killed when dropped).
@@ -205,10 +223,25 @@ async fn play(
         let deployment = writes
             .iter()
             .filter(|w| w.resource == "deployments" && w.name.as_deref() == Some(service));
+        let repository = format!("shop/{service}");
+        let tag = &revision[..12];
         let row = Row {
             service,
             phase: text(&status["phase"]).to_owned(),
             digest: text(&status["build"]["digest"]).to_owned(),
+            jobs: writes
+                .iter()
+                .filter(|w| w.resource == "jobs" && w.verb == "create")
+                .filter(|w| w.name.as_deref().is_some_and(|n| n.starts_with(service)))
+                .count(),
+            revision_tag_puts: requests
+                .iter()
+                .filter(|r| r.is_manifest_put(&repository, tag))
+                .count(),
+            blob_uploads: requests
+                .iter()
+                .filter(|r| r.is_blob_upload() && r.path.starts_with(&format!("/v2/{repository}/")))
+                .count(),
             deployment_writes: deployment.clone().count(),
             deployment_changes: deployment.filter(|w| w.changed).count(),
             latest_puts: requests
@@ -247,6 +280,9 @@ fn short(digest: &str) -> String {
 
 fn moved(row: &Row) -> String {
     let mut parts = Vec::new();
+    if row.jobs == 0 && row.revision_tag_puts > 0 {
+        parts.push("revision tag added".to_owned());
+    }
     if row.latest_puts > 0 {
         parts.push("tag latest".to_owned());
     }
@@ -263,19 +299,23 @@ fn moved(row: &Row) -> String {
 fn print_table(rows: &[Row]) {
     let header = [
         "SERVICE",
+        "JOBS",
         "PHASE",
         "DIGEST",
+        "BLOB UPLOADS",
         "DEPLOYMENT WRITES",
         "LATEST PUTS",
         "MOVED",
     ];
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             [
                 r.service.to_owned(),
+                r.jobs.to_string(),
                 r.phase.clone(),
                 short(&r.digest),
+                r.blob_uploads.to_string(),
                 r.deployment_writes.to_string(),
                 r.latest_puts.to_string(),
                 moved(r),
@@ -328,6 +368,9 @@ async fn check(
     let before = digests.get(service);
     match expect {
         Expect::Promoted => {
+            if row.jobs != 1 {
+                problem(format!("{} build Jobs instead of 1", row.jobs));
+            }
             if before == Some(&row.digest) {
                 problem(format!("promoted, but {} was already current", row.digest));
             }
@@ -349,7 +392,20 @@ async fn check(
                 problem(format!("its Deployment runs {image}, not {pinned}"));
             }
         }
-        Expect::Unchanged => {
+        Expect::Skipped => {
+            if row.jobs != 0 {
+                problem(format!(
+                    "{} build Jobs although its inputs did not change",
+                    row.jobs
+                ));
+            }
+            if row.revision_tag_puts != 1 || row.blob_uploads != 0 {
+                problem(format!(
+                    "the revision's tag took {} manifest PUTs and {} blob uploads instead of 1 \
+                     and 0",
+                    row.revision_tag_puts, row.blob_uploads
+                ));
+            }
             if before != Some(&row.digest) {
                 problem(format!(
                     "unchanged, but the digest {} differs from the last one ({})",
@@ -368,4 +424,42 @@ async fn check(
             }
         }
     }
+}
+
+/// Each repository's tags by digest, as the registry stores them: an image that a commit did not
+/// change carries that commit's tag too.
+fn print_registry(seed: &Seed, revisions: &[&str], problems: &mut Vec<String>) {
+    println!("The registry: each image and the tags it carries");
+    let mut rows = vec![[
+        "REPOSITORY".to_owned(),
+        "DIGEST".to_owned(),
+        "TAGS".to_owned(),
+    ]];
+    for service in SERVICES {
+        let repository = format!("shop/{service}");
+        let listed = seed.registry.tags_by_digest(&repository);
+        let commits = revisions
+            .iter()
+            .filter(|r| {
+                listed
+                    .iter()
+                    .any(|(_, tags)| tags.iter().any(|t| r.starts_with(t.as_str())))
+            })
+            .count();
+        if commits != revisions.len() {
+            problems.push(format!(
+                "{repository} carries tags of {commits} of the {} commits",
+                revisions.len()
+            ));
+        }
+        for (digest, tags) in listed {
+            rows.push([repository.clone(), short(&digest), tags.join(", ")]);
+        }
+    }
+    let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+    let (w0, w1) = (width(0), width(1));
+    for row in &rows {
+        println!("  {:w0$}  {:w1$}  {}", row[0], row[1], row[2]);
+    }
+    println!();
 }

@@ -17,6 +17,20 @@ pub mod reasons {
     pub const BUILD_FAILED: &str = "BuildFailed";
     pub const BUILD_SUPERSEDED: &str = "BuildSuperseded";
     pub const DIGEST_RESOLVED: &str = "DigestResolved";
+    /// The inputs equal a recorded build's: no Job, that build's digest gets the revision's tag.
+    pub const BUILD_SKIPPED: &str = "BuildSkipped";
+    /// The inputs could not be read (network, credentials, a submodule): the build runs.
+    pub const INPUTS_UNREADABLE: &str = "InputsUnreadable";
+    /// A Monorepo moved to a new revision.
+    pub const REVISION_CHANGED: &str = "RevisionChanged";
+    /// A Monorepo's followers are building or promoting its revision.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// Every follower of a Monorepo settled on its revision.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// Followers of a Monorepo failed or stalled on its revision.
+    pub const ROLLOUT_FAILED: &str = "RolloutFailed";
+    /// A ServiceBuild waits for its Monorepo's first revision.
+    pub const WAITING_FOR_MONOREPO: &str = "WaitingForMonorepo";
     pub const PROMOTING: &str = "Promoting";
     pub const PROMOTED: &str = "Promoted";
     pub const UNCHANGED: &str = "Unchanged";
@@ -28,6 +42,10 @@ pub mod reasons {
 
     // A person must act.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// `source.monorepoRef` names a Monorepo that does not exist.
+    pub const MONOREPO_NOT_FOUND: &str = "MonorepoNotFound";
+    /// A Monorepo's branch head cannot be read.
+    pub const REPOSITORY_UNREADABLE: &str = "RepositoryUnreadable";
     pub const BUILD_POD_REJECTED: &str = "BuildPodRejected";
     pub const JOB_NOT_OWNED: &str = "JobNotOwned";
     pub const KUBERNETES_API_FORBIDDEN: &str = "KubernetesAPIForbidden";

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use monoship::app::Options;
 use monoship::build::BuildSettings;
-use monoship::controller::Settings;
+use monoship::controller::{GitCacheSettings, Settings};
 use monoship::lease::{self, LeaseSettings};
 use monoship::pipeline::observe::Policy;
 use monoship::targets::nomad::NomadAllowlist;
@@ -27,8 +27,17 @@ struct Cli {
 enum Command {
     /// Run the controller (kubeconfig, or in-cluster configuration).
     Run(Box<RunArgs>),
-    /// Print the ServiceBuild CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML: both, or the one named.
+    Crd {
+        #[arg(value_enum)]
+        which: Option<CrdKind>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CrdKind {
+    Servicebuild,
+    Monorepo,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -101,6 +110,19 @@ struct RunArgs {
     /// At most this many ServiceBuilds are reconciled at once (0: no limit).
     #[arg(long, env = "MONOSHIP_CONCURRENCY", default_value_t = monoship::controller::DEFAULT_CONCURRENCY)]
     concurrency: u16,
+    /// Directory where fetched commits are kept to compute input keys (an emptyDir in the
+    /// chart). Default: `monoship-git` in the system's temporary directory.
+    #[arg(long, env = "MONOSHIP_GIT_CACHE_DIR")]
+    git_cache_dir: Option<std::path::PathBuf>,
+    /// Most bytes the git cache keeps on disk; least recently used repositories go first.
+    #[arg(long, env = "MONOSHIP_GIT_CACHE_MAX_BYTES", default_value_t = 1 << 30)]
+    git_cache_max_bytes: u64,
+    /// Git fetches that run at once.
+    #[arg(long, env = "MONOSHIP_PARALLEL_FETCHES", default_value_t = monoship::inputs::fetcher::DEFAULT_PARALLEL_FETCHES)]
+    parallel_fetches: usize,
+    /// Do not read build inputs from git: every new revision builds (no build is skipped).
+    #[arg(long, env = "MONOSHIP_NO_INPUT_KEYS")]
+    no_input_keys: bool,
     /// How often a settled ServiceBuild is checked for drifted targets.
     #[arg(long, env = "MONOSHIP_RESYNC_PERIOD", default_value = "10m", value_parser = parse_duration)]
     resync_period: Duration,
@@ -117,7 +139,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match serde_yaml::to_string(&monoship::ServiceBuild::crd()) {
+        Command::Crd { which } => match match which {
+            None => monoship::api::crds_yaml(),
+            Some(CrdKind::Servicebuild) => serde_yaml::to_string(&monoship::ServiceBuild::crd()),
+            Some(CrdKind::Monorepo) => serde_yaml::to_string(&monoship::api::Monorepo::crd()),
+        } {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -204,6 +230,14 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
             forbid_build_service_account: args.no_build_service_account,
         },
         nomad_allowed_addresses,
+        git_cache: (!args.no_input_keys).then(|| GitCacheSettings {
+            dir: args
+                .git_cache_dir
+                .unwrap_or_else(|| std::env::temp_dir().join("monoship-git")),
+            max_bytes: args.git_cache_max_bytes,
+            parallel_fetches: args.parallel_fetches,
+            allow_credentials_over_http: false,
+        }),
         ..Settings::default()
     };
     let listener = tokio::net::TcpListener::bind(args.metrics_addr).await?;

@@ -48,6 +48,10 @@ pub struct Metrics {
     pub registry_requests: Family<RegistryLabels, Counter>,
     /// ServiceBuilds this replica keeps state for (its last status write, a backoff count).
     pub tracked: Gauge,
+    /// Monorepo revisions whose rollout finished, by result: `complete`, `failed`.
+    pub rollouts: Family<ResultLabels, Counter>,
+    /// Services whose inputs changed (that were built), per finished Monorepo revision.
+    pub rollout_changed_services: Histogram,
 }
 
 impl Default for Metrics {
@@ -64,6 +68,20 @@ impl Default for Metrics {
         let target_writes = Family::default();
         let registry_requests = Family::default();
         let tracked = Gauge::default();
+        let rollouts = Family::default();
+        let rollout_changed_services = Histogram::new([
+            0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0,
+        ]);
+        registry.register(
+            "rollouts",
+            "Monorepo revisions whose rollout finished, by result",
+            rollouts.clone(),
+        );
+        registry.register(
+            "rollout_changed_services",
+            "Services whose inputs changed, per finished Monorepo revision",
+            rollout_changed_services.clone(),
+        );
         registry.register("reconciles", "Reconciles by result", reconciles.clone());
         registry.register(
             "reconcile_duration_seconds",
@@ -106,6 +124,8 @@ impl Default for Metrics {
             target_writes,
             registry_requests,
             tracked,
+            rollouts,
+            rollout_changed_services,
         }
     }
 }
@@ -129,6 +149,7 @@ impl Metrics {
         };
         match reason {
             reasons::BUILD_STARTED => build("started"),
+            reasons::BUILD_SKIPPED => build("skipped"),
             reasons::DIGEST_RESOLVED => build("succeeded"),
             reasons::BUILD_FAILED => build("failed"),
             reasons::PROMOTED => {
@@ -136,6 +157,16 @@ impl Metrics {
             }
             reasons::UNCHANGED => {
                 self.unchanged.inc();
+            }
+            reasons::ROLLOUT_COMPLETE => {
+                self.rollouts
+                    .get_or_create(&ResultLabels { result: "complete" })
+                    .inc();
+            }
+            reasons::ROLLOUT_FAILED => {
+                self.rollouts
+                    .get_or_create(&ResultLabels { result: "failed" })
+                    .inc();
             }
             _ => {}
         }

@@ -16,14 +16,13 @@ fn crd_file_matches_the_generated_crd() {
         .output()
         .unwrap();
     assert!(output.status.success());
-    let file = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/servicebuild.yaml"
-    ))
-    .unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let servicebuild = std::fs::read_to_string(format!("{root}/crds/servicebuild.yaml")).unwrap();
+    let monorepo = std::fs::read_to_string(format!("{root}/crds/monorepo.yaml")).unwrap();
     assert!(
-        output.stdout == file,
-        "crds/servicebuild.yaml is stale: run `cargo run -- crd > crds/servicebuild.yaml`"
+        String::from_utf8_lossy(&output.stdout) == format!("{servicebuild}---\n{monorepo}"),
+        "crds/ is stale: run `for crd in servicebuild monorepo; do cargo run -q -- crd $crd > \
+         crds/$crd.yaml; done`"
     );
 }
 
@@ -101,12 +100,14 @@ fn defaults_are_in_the_schema() {
 #[test]
 fn the_chart_ships_the_same_crd() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let top = std::fs::read(format!("{root}/crds/servicebuild.yaml")).unwrap();
-    let chart = std::fs::read(format!("{root}/charts/monoship/crds/servicebuild.yaml")).unwrap();
-    assert!(
-        top == chart,
-        "charts/monoship/crds/servicebuild.yaml differs from crds/servicebuild.yaml: copy it"
-    );
+    for file in ["servicebuild.yaml", "monorepo.yaml"] {
+        let top = std::fs::read(format!("{root}/crds/{file}")).unwrap();
+        let chart = std::fs::read(format!("{root}/charts/monoship/crds/{file}")).unwrap();
+        assert!(
+            top == chart,
+            "charts/monoship/crds/{file} differs from crds/{file}: copy it"
+        );
+    }
 }
 
 /// Every ServiceBuild in `examples/` passes the schema and the CEL rules, as admission would.
@@ -139,13 +140,19 @@ fn the_documented_install_line_fits_the_last_applied_annotation() {
         .output()
         .expect("monoship crd runs")
         .stdout;
-    let crd: Value = serde_yaml::from_slice(&yaml).expect("the CRD is YAML");
-    // What kubectl stores: the object as applied, compact JSON, plus a newline.
-    let annotation = serde_json::to_string(&crd).unwrap().len() + 1;
-    assert!(
-        annotation < 262_144 / 4,
-        "the last-applied annotation would be {annotation} bytes"
-    );
+    use serde::Deserialize;
+    let mut kinds = Vec::new();
+    for document in serde_yaml::Deserializer::from_slice(&yaml) {
+        let crd = Value::deserialize(document).expect("each CRD is YAML");
+        kinds.push(crd["spec"]["names"]["kind"].as_str().unwrap().to_owned());
+        // What kubectl stores: the object as applied, compact JSON, plus a newline.
+        let annotation = serde_json::to_string(&crd).unwrap().len() + 1;
+        assert!(
+            annotation < 262_144 / 4,
+            "the last-applied annotation would be {annotation} bytes"
+        );
+    }
+    assert_eq!(kinds, ["ServiceBuild", "Monorepo"]);
 }
 
 /// The build template's schema checks what monoship relies on, and keeps the rest of the pod

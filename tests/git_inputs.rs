@@ -76,7 +76,9 @@ const PROBES: [&str; 9] = [
 ];
 
 fn assert_lookups_match_git(cache: &GitCache, url: &str, repo: &GitRepo, commit: &str) {
-    let found = cache.lookup(url, commit, &paths(&PROBES)).expect("lookup");
+    let found = cache
+        .lookup("shop", url, commit, &paths(&PROBES))
+        .expect("lookup");
     let want: Vec<PathObject> = PROBES.iter().map(|p| expected(repo, commit, p)).collect();
     assert_eq!(found, want);
     // Each kind is really there, so the comparison above covers them all.
@@ -103,7 +105,7 @@ fn over_http_with_basic_auth_ids_match_git_and_a_second_commit_costs_one_fetch()
     let url = repo.http_url();
 
     let started = std::time::Instant::now();
-    let outcome = cache.ensure(&url, &first, Some(&credentials()));
+    let outcome = cache.ensure("shop", &url, &first, Some(&credentials()));
     eprintln!("first fetch over loopback: {:?}", started.elapsed());
     assert_eq!(outcome, Ok(Fetched::Fetched), "{:#?}", server.log());
     assert_eq!(server.fetches(), 1);
@@ -126,26 +128,26 @@ fn over_http_with_basic_auth_ids_match_git_and_a_second_commit_costs_one_fetch()
         "Change orange",
     );
     assert_eq!(
-        cache.ensure(&url, &second, Some(&credentials())),
+        cache.ensure("shop", &url, &second, Some(&credentials())),
         Ok(Fetched::Fetched)
     );
     assert_eq!(server.fetches(), 2);
     assert_lookups_match_git(&cache, &url, &repo, &second);
     // The first commit stays readable, and banana's tree id did not change.
     let banana = paths(&["services/banana", "services/orange"]);
-    let before = cache.lookup(&url, &first, &banana).unwrap();
-    let after = cache.lookup(&url, &second, &banana).unwrap();
+    let before = cache.lookup("shop", &url, &first, &banana).unwrap();
+    let after = cache.lookup("shop", &url, &second, &banana).unwrap();
     assert_eq!(before[0], after[0]);
     assert_ne!(before[1], after[1]);
 
     // Present now: no request at all.
     let requests = server.requests();
     assert_eq!(
-        cache.ensure(&url, &second, Some(&credentials())),
+        cache.ensure("shop", &url, &second, Some(&credentials())),
         Ok(Fetched::Already)
     );
     assert_eq!(
-        cache.ensure(&url, &first, Some(&credentials())),
+        cache.ensure("shop", &url, &first, Some(&credentials())),
         Ok(Fetched::Already)
     );
     assert_eq!(server.requests(), requests);
@@ -170,9 +172,9 @@ fn the_second_fetch_offers_the_pinned_commit_and_receives_only_what_changed() {
     let cache = cache(&dir);
     let url = repo.http_url();
 
-    cache.ensure(&url, &first, None).unwrap();
+    cache.ensure("shop", &url, &first, None).unwrap();
     let after_first = cache.size_on_disk();
-    cache.ensure(&url, &second, None).unwrap();
+    cache.ensure("shop", &url, &second, None).unwrap();
     let grown = cache.size_on_disk() - after_first;
     let fetch = server
         .log()
@@ -199,9 +201,15 @@ fn over_file_urls_ids_match_git() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(&dir);
     let url = repo.file_url();
-    assert_eq!(cache.ensure(&url, &commit, None), Ok(Fetched::Fetched));
+    assert_eq!(
+        cache.ensure("shop", &url, &commit, None),
+        Ok(Fetched::Fetched)
+    );
     assert_lookups_match_git(&cache, &url, &repo, &commit);
-    assert_eq!(cache.ensure(&url, &commit, None), Ok(Fetched::Already));
+    assert_eq!(
+        cache.ensure("shop", &url, &commit, None),
+        Ok(Fetched::Already)
+    );
 }
 
 #[test]
@@ -217,7 +225,7 @@ fn a_wrong_password_is_unauthorized_and_the_message_does_not_carry_it() {
     };
 
     let error = cache
-        .ensure(&repo.http_url(), &commit, Some(&wrong))
+        .ensure("shop", &repo.http_url(), &commit, Some(&wrong))
         .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Unauthorized, "{error}");
     let message = error.to_string();
@@ -230,7 +238,9 @@ fn a_wrong_password_is_unauthorized_and_the_message_does_not_carry_it() {
     );
     assert_eq!(server.fetches(), 0);
 
-    let error = cache.ensure(&repo.http_url(), &commit, None).unwrap_err();
+    let error = cache
+        .ensure("shop", &repo.http_url(), &commit, None)
+        .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Unauthorized, "{error}");
     eprintln!("no credentials: {error}");
     assert!(!format!("{:?}", credentials()).contains(PASSWORD));
@@ -245,18 +255,20 @@ fn unreachable_missing_and_unsupported_are_told_apart() {
     let cache = cache(&dir);
 
     let error = cache
-        .ensure(&url_unreachable("monorepo"), &commit, None)
+        .ensure("shop", &url_unreachable("monorepo"), &commit, None)
         .unwrap_err();
     eprintln!("unreachable: {error}");
     assert_eq!(error.kind(), GitErrorKind::Unreachable, "{error}");
 
     let absent = "0123456789abcdef0123456789abcdef01234567";
-    let error = cache.ensure(&repo.http_url(), absent, None).unwrap_err();
+    let error = cache
+        .ensure("shop", &repo.http_url(), absent, None)
+        .unwrap_err();
     eprintln!("absent commit: {error}");
     assert_eq!(error.kind(), GitErrorKind::NotFound, "{error}");
 
     let error = cache
-        .ensure(&server.url("nothing-here"), &commit, None)
+        .ensure("shop", &server.url("nothing-here"), &commit, None)
         .unwrap_err();
     eprintln!("absent repository: {error}");
     assert_eq!(error.kind(), GitErrorKind::NotFound, "{error}");
@@ -265,7 +277,7 @@ fn unreachable_missing_and_unsupported_are_told_apart() {
         "ssh://git@example.com/shop/monorepo.git",
         "git@example.com:shop/monorepo.git",
     ] {
-        let error = cache.ensure(url, &commit, None).unwrap_err();
+        let error = cache.ensure("shop", url, &commit, None).unwrap_err();
         assert_eq!(error.kind(), GitErrorKind::Unsupported, "{error}");
         assert!(
             error.to_string().contains("cannot be read over ssh"),
@@ -273,21 +285,25 @@ fn unreachable_missing_and_unsupported_are_told_apart() {
         );
     }
     let error = cache
-        .ensure("git://example.com/monorepo.git", &commit, None)
+        .ensure("shop", "git://example.com/monorepo.git", &commit, None)
         .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Unsupported, "{error}");
 
     let with_password = repo.http_url().replace("http://", "http://robot:secret@");
-    let error = cache.ensure(&with_password, &commit, None).unwrap_err();
+    let error = cache
+        .ensure("shop", &with_password, &commit, None)
+        .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Invalid, "{error}");
     assert!(!error.to_string().contains("secret"), "{error}");
 
-    let error = cache.ensure(&repo.http_url(), "HEAD", None).unwrap_err();
+    let error = cache
+        .ensure("shop", &repo.http_url(), "HEAD", None)
+        .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Invalid, "{error}");
 
     // Not fetched yet: lookup says so, locally.
     let error = cache
-        .lookup(&repo.http_url(), &commit, &paths(&[""]))
+        .lookup("shop", &repo.http_url(), &commit, &paths(&[""]))
         .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Local, "{error}");
     // The one fetch command served was the absent commit's.
@@ -303,7 +319,7 @@ fn credentials_are_not_sent_over_plain_http_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let strict = GitCache::new(dir.path().to_path_buf(), 1 << 30).unwrap();
     let error = strict
-        .ensure(&repo.http_url(), &commit, Some(&credentials()))
+        .ensure("shop", &repo.http_url(), &commit, Some(&credentials()))
         .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Refused, "{error}");
     assert_eq!(server.requests(), 0);
@@ -325,7 +341,7 @@ fn a_redirect_to_another_origin_never_carries_the_credentials() {
     });
     let url = open_redirect.url("monorepo");
     let error = cache
-        .ensure(&url, &commit, Some(&credentials()))
+        .ensure("shop", &url, &commit, Some(&credentials()))
         .unwrap_err();
     eprintln!("open redirect: {error}");
     assert_eq!(error.kind(), GitErrorKind::Unauthorized, "{error}");
@@ -342,7 +358,7 @@ fn a_redirect_to_another_origin_never_carries_the_credentials() {
     });
     let url = auth_redirect.url("monorepo");
     let error = cache
-        .ensure(&url, &commit, Some(&credentials()))
+        .ensure("shop", &url, &commit, Some(&credentials()))
         .unwrap_err();
     eprintln!("redirect after auth: {error}");
     assert_eq!(error.kind(), GitErrorKind::Refused, "{error}");
@@ -366,7 +382,7 @@ fn a_hanging_server_times_out_and_a_large_pack_is_refused() {
     let cache = cache(&dir).with_fetch_limits(limits);
     let started = std::time::Instant::now();
     let error = cache
-        .ensure(&hanging.url("monorepo"), &"a".repeat(40), None)
+        .ensure("shop", &hanging.url("monorepo"), &"a".repeat(40), None)
         .unwrap_err();
     eprintln!("hanging after {:?}: {error}", started.elapsed());
     assert_eq!(error.kind(), GitErrorKind::Unreachable, "{error}");
@@ -380,7 +396,9 @@ fn a_hanging_server_times_out_and_a_large_pack_is_refused() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let commit = repo.commit(&[("blob.txt", Some(noise.as_str()))], "big");
-    let error = cache.ensure(&repo.http_url(), &commit, None).unwrap_err();
+    let error = cache
+        .ensure("shop", &repo.http_url(), &commit, None)
+        .unwrap_err();
     eprintln!("too big: {error}");
     assert_eq!(error.kind(), GitErrorKind::Refused, "{error}");
     assert!(error.to_string().contains("4096 bytes"), "{error}");
@@ -402,7 +420,7 @@ fn twenty_threads_ensuring_one_commit_fetch_it_once() {
     let url = repo.http_url();
     let outcomes: Vec<Fetched> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20)
-            .map(|_| scope.spawn(|| cache.ensure(&url, &commit, None).unwrap()))
+            .map(|_| scope.spawn(|| cache.ensure("shop", &url, &commit, None).unwrap()))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -430,24 +448,29 @@ fn the_least_recently_used_repository_is_evicted_when_the_cache_is_over_its_boun
     // Bound: one repository fits, two do not.
     let probe = GitCache::new(dir.path().join("probe"), 1 << 30).unwrap();
     probe
-        .ensure(&older.file_url(), &older_commit, None)
+        .ensure("shop", &older.file_url(), &older_commit, None)
         .unwrap();
     let one = probe.size_on_disk();
     let cache = GitCache::new(root.clone(), one + one / 2).unwrap();
 
     cache
-        .ensure(&older.http_url(), &older_commit, None)
+        .ensure("shop", &older.http_url(), &older_commit, None)
         .unwrap();
-    let older_dir = cache.repository_dir(&older.http_url()).unwrap();
+    let older_dir = cache.repository_dir("shop", &older.http_url()).unwrap();
     assert!(older_dir.is_dir());
     cache
-        .ensure(&newer.http_url(), &newer_commit, None)
+        .ensure("shop", &newer.http_url(), &newer_commit, None)
         .unwrap();
     assert!(!older_dir.exists(), "the older repository was evicted");
-    assert!(cache.repository_dir(&newer.http_url()).unwrap().is_dir());
+    assert!(
+        cache
+            .repository_dir("shop", &newer.http_url())
+            .unwrap()
+            .is_dir()
+    );
     assert!(cache.size_on_disk() <= one + one / 2);
     let error = cache
-        .lookup(&older.http_url(), &older_commit, &paths(&[""]))
+        .lookup("shop", &older.http_url(), &older_commit, &paths(&[""]))
         .unwrap_err();
     assert_eq!(error.kind(), GitErrorKind::Local);
     // Nothing but repository directories is left in the root.
@@ -459,16 +482,21 @@ fn the_least_recently_used_repository_is_evicted_when_the_cache_is_over_its_boun
 
     // Fetching the older one again works, and evicts the newer one.
     assert_eq!(
-        cache.ensure(&older.http_url(), &older_commit, None),
+        cache.ensure("shop", &older.http_url(), &older_commit, None),
         Ok(Fetched::Fetched)
     );
-    assert!(!cache.repository_dir(&newer.http_url()).unwrap().exists());
+    assert!(
+        !cache
+            .repository_dir("shop", &newer.http_url())
+            .unwrap()
+            .exists()
+    );
 
     // A new cache on the same root keeps what is there.
     drop(cache);
     let again = GitCache::new(root, one + one / 2).unwrap();
     assert_eq!(
-        again.ensure(&older.http_url(), &older_commit, None),
+        again.ensure("shop", &older.http_url(), &older_commit, None),
         Ok(Fetched::Already)
     );
     assert!(again.size_on_disk() > 0);
@@ -486,7 +514,9 @@ fn a_repository_in_use_by_a_lookup_is_not_evicted() {
     // A bound of one byte: every fetch would evict everything else it can.
     let cache = GitCache::new(dir.path().to_path_buf(), 1).unwrap();
     let cache = Arc::new(cache.with_fetch_limits(FetchLimits::default()));
-    cache.ensure(&a.http_url(), &a_commit, None).unwrap();
+    cache
+        .ensure("shop", &a.http_url(), &a_commit, None)
+        .unwrap();
 
     // Many lookups of `a` while `b` is fetched: each either sees `a` whole or finds it gone
     // (evicted between two lookups), never a half-deleted repository.
@@ -495,7 +525,12 @@ fn a_repository_in_use_by_a_lookup_is_not_evicted() {
         let reader = scope.spawn(|| {
             let mut whole = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match cache.lookup(&a.http_url(), &a_commit, &paths(&["services/banana"])) {
+                match cache.lookup(
+                    "shop",
+                    &a.http_url(),
+                    &a_commit,
+                    &paths(&["services/banana"]),
+                ) {
                     Ok(found) => {
                         assert!(matches!(found[0], PathObject::Tree(_)));
                         whole += 1;
@@ -511,7 +546,9 @@ fn a_repository_in_use_by_a_lookup_is_not_evicted() {
             }
             whole
         });
-        cache.ensure(&b.http_url(), &b_commit, None).unwrap();
+        cache
+            .ensure("shop", &b.http_url(), &b_commit, None)
+            .unwrap();
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         assert!(reader.join().unwrap() > 0);
     });
@@ -532,10 +569,18 @@ fn an_older_commit_after_a_newer_one_reads_like_git() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(&dir);
     let url = repo.http_url();
-    assert_eq!(cache.ensure(&url, &second, None), Ok(Fetched::Fetched));
-    assert_eq!(cache.ensure(&url, &first, None), Ok(Fetched::Fetched));
+    assert_eq!(
+        cache.ensure("shop", &url, &second, None),
+        Ok(Fetched::Fetched)
+    );
+    assert_eq!(
+        cache.ensure("shop", &url, &first, None),
+        Ok(Fetched::Fetched)
+    );
     assert_lookups_match_git(&cache, &url, &repo, &first);
-    let readme = cache.lookup(&url, &second, &paths(&["README.md"])).unwrap();
+    let readme = cache
+        .lookup("shop", &url, &second, &paths(&["README.md"]))
+        .unwrap();
     assert_eq!(readme, [PathObject::Absent]);
 }
 
@@ -547,7 +592,10 @@ fn a_repository_with_too_many_packs_starts_over() {
     let cache = cache(&dir);
     let url = repo.file_url();
     let packs = || {
-        let pack_dir = cache.repository_dir(&url).unwrap().join("objects/pack");
+        let pack_dir = cache
+            .repository_dir("shop", &url)
+            .unwrap()
+            .join("objects/pack");
         std::fs::read_dir(pack_dir)
             .unwrap()
             .filter(|e| {
@@ -563,17 +611,26 @@ fn a_repository_with_too_many_packs_starts_over() {
     for n in 0..MAX_PACKS {
         let content = format!("{n}\n");
         let commit = repo.commit(&[("counter.txt", Some(content.as_str()))], "count");
-        assert_eq!(cache.ensure(&url, &commit, None), Ok(Fetched::Fetched));
+        assert_eq!(
+            cache.ensure("shop", &url, &commit, None),
+            Ok(Fetched::Fetched)
+        );
         commits.push(commit);
     }
     assert_eq!(packs(), MAX_PACKS);
     let last = repo.commit(&[("counter.txt", Some("last\n"))], "last");
-    assert_eq!(cache.ensure(&url, &last, None), Ok(Fetched::Fetched));
+    assert_eq!(
+        cache.ensure("shop", &url, &last, None),
+        Ok(Fetched::Fetched)
+    );
     assert_eq!(packs(), 1, "started over");
     // The commits of before are fetched again when asked for.
-    assert_eq!(cache.ensure(&url, &commits[0], None), Ok(Fetched::Fetched));
+    assert_eq!(
+        cache.ensure("shop", &url, &commits[0], None),
+        Ok(Fetched::Fetched)
+    );
     let found = cache
-        .lookup(&url, &commits[0], &paths(&["counter.txt"]))
+        .lookup("shop", &url, &commits[0], &paths(&["counter.txt"]))
         .unwrap();
     assert_eq!(
         found,

@@ -2,8 +2,9 @@
 //! job runner, a real registry and a Nomad API double.
 //!
 //! Commit 1 builds and promotes both services. Commit 2 changes only banana: banana gets a new
-//! digest, its tag moves and its targets are re-pinned; orange's build yields the same digest,
-//! so nothing of orange's is written: not its Deployment, not its `latest` tag, not its Nomad job.
+//! digest, its tag moves and its targets are re-pinned; orange's inputs did not change, so it is
+//! not built (its image gets the commit's tag) and nothing else of orange's is written: not its
+//! Deployment, not its `latest` tag, not its Nomad job.
 
 mod common;
 
@@ -141,14 +142,19 @@ async fn one_commit_rolls_out_exactly_the_service_it_changed() {
         0
     );
     assert_eq!(changing_writes(&seed, "deployments", "banana"), 1);
-    // Two build Jobs for commit 2, and no others.
-    let job_creates = seed
+    // One build Job for commit 2, banana's: orange's inputs (services/orange) did not change,
+    // so its build was skipped and its image got the commit's tag.
+    let jobs: Vec<_> = seed
         .api
         .writes()
         .iter()
         .filter(|w| w.resource == "jobs" && w.verb == "create")
-        .count();
-    assert_eq!(job_creates, 2);
+        .filter_map(|w| w.name.clone())
+        .collect();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert!(jobs[0].starts_with("banana-"), "{jobs:?}");
+    assert_eq!(orange["status"]["build"]["digestSource"], "Reused");
+    assert_eq!(orange["status"]["build"]["reusedFrom"], rev1.as_str());
 
     // The registry's request log: orange's `latest` is not PUT again, banana's exactly once, and
     // monoship uploaded no blob (any blob upload came from banana's own build push).
@@ -160,15 +166,17 @@ async fn one_commit_rolls_out_exactly_the_service_it_changed() {
             .count()
     };
     assert_eq!(puts("shop/orange", "latest"), 0);
+    assert_eq!(
+        puts("shop/orange", &rev2[..12]),
+        1,
+        "orange's image tagged with commit 2"
+    );
     assert_eq!(puts("shop/banana", "latest"), 1);
     let orange_uploads = since
         .iter()
         .filter(|r| r.is_blob_upload() && r.path.contains("/shop/orange/"))
         .count();
-    assert_eq!(
-        orange_uploads, 0,
-        "orange's identical build uploads no blob"
-    );
+    assert_eq!(orange_uploads, 0, "orange's commit-2 tag uploads no blob");
 
     // Nomad: banana's job gets exactly one enforced POST that changes only the image; orange's
     // gets none and keeps its version.
@@ -198,7 +206,8 @@ async fn one_commit_rolls_out_exactly_the_service_it_changed() {
             .collect()
     };
     assert!(
-        reasons_for("orange").contains(&"Unchanged".to_owned()),
+        reasons_for("orange").contains(&"Unchanged".to_owned())
+            && reasons_for("orange").contains(&"BuildSkipped".to_owned()),
         "{:?}",
         reasons_for("orange")
     );
@@ -230,7 +239,12 @@ async fn one_commit_rolls_out_exactly_the_service_it_changed() {
     );
     assert_eq!(
         common::counter(&text, "monoship_builds_total{result=\"started\"}"),
-        4.0,
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        common::counter(&text, "monoship_builds_total{result=\"skipped\"}"),
+        1.0,
         "{text}"
     );
     assert!(

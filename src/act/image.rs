@@ -4,8 +4,9 @@
 use tracing::info;
 
 use super::registry::{RegistryAuth, RetagOutcome};
-use super::{Acted, Actor, secrets, targets};
+use super::{Acted, Actor, build, secrets, targets};
 use crate::conditions::reasons;
+use crate::pipeline::observe::Observed;
 use crate::pipeline::outcome::{Outcome, TagMove};
 use crate::{Error, Result};
 
@@ -40,6 +41,46 @@ pub async fn resolve_build_digest(actor: &Actor<'_>) -> Result<Outcome> {
         .await?;
     info!(digest = %tagged, "resolved the digest of the build's tag");
     Ok(Outcome::DigestResolved { tagged })
+}
+
+/// Skip the build: give `digest` (the image of the build of `from`, whose inputs are the same)
+/// the revision's tag, with one manifest PUT of the same bytes and no blob. When that image is
+/// no longer in the registry, the revision is built after all.
+pub async fn reuse(
+    actor: &Actor<'_>,
+    observed: &Observed<'_>,
+    digest: &str,
+    from: &str,
+) -> Result<Outcome> {
+    let spec = &actor.sb.spec;
+    let auth = push_auth(actor).await?;
+    let tag = spec.revision_tag_for(&spec.source.revision);
+    actor.leadership.ensure()?;
+    let retagged = actor
+        .registry
+        .retag_without_upload(&spec.image.repository, digest, &tag, &auth)
+        .await;
+    match retagged {
+        Ok(outcome) => {
+            let tagged = matches!(outcome, RetagOutcome::Moved { .. });
+            info!(%digest, %tag, tagged, "skipped the build: inputs unchanged");
+            Ok(Outcome::Reused { tagged })
+        }
+        Err(error) if error.reason() == reasons::IMAGE_NOT_FOUND => {
+            let previous = observed.status.build.as_ref().map(|b| b.job_name.as_str());
+            let previous = previous.filter(|name| !name.is_empty());
+            let mut outcome = build::create_build_job(actor, observed.wanted, previous).await?;
+            if let Outcome::JobCreated { reuse_refused, .. } = &mut outcome {
+                *reuse_refused = Some(format!(
+                    "the inputs are those of revision {}, but its image {}@{digest} is no longer                      in the registry, so this revision is built",
+                    crate::api::short_revision(from),
+                    spec.image.repository
+                ));
+            }
+            Ok(outcome)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Move every floating tag to `digest`, then pin every target to it. A fault stops the tags at

@@ -72,14 +72,17 @@ impl Actor<'_> {
             Plan::Stall { .. }
             | Plan::Suspend
             | Plan::AwaitJob
+            | Plan::AwaitInputs
             | Plan::RecordFailure { .. }
             | Plan::StartPromotion { .. } => Acted::default(),
             Plan::CreateJob => {
                 let previous = observed.status.build.as_ref().map(|b| b.job_name.as_str());
+                let previous = previous.filter(|name| !name.is_empty());
                 build::create_build_job(self, observed.wanted, previous)
                     .await
                     .into()
             }
+            Plan::Reuse { digest, from } => image::reuse(self, observed, digest, from).await.into(),
             Plan::ResolveDigest { .. } => image::resolve_build_digest(self).await.into(),
             Plan::Promote { digest } => image::promote(self, digest).await,
             Plan::Settle { digest } => {

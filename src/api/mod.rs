@@ -4,9 +4,11 @@
 //! rule a person can break is checked at admission, by a schema constraint or a CEL rule whose
 //! message says what to change.
 
+mod monorepo;
 mod spec;
 mod status;
 
+pub use monorepo::*;
 pub use spec::*;
 pub use status::*;
 
@@ -65,6 +67,17 @@ impl Target {
             (None, None) => "invalid:empty-target".to_owned(),
         }
     }
+}
+
+/// Both CRDs as one YAML stream (`monoship crd`): `crds/servicebuild.yaml`, `---`, then
+/// `crds/monorepo.yaml`.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    Ok(format!(
+        "{}---\n{}",
+        serde_yaml::to_string(&ServiceBuild::crd())?,
+        serde_yaml::to_string(&Monorepo::crd())?
+    ))
 }
 
 /// `{revision}` and `{shortRevision}` replaced in a `revisionTag` template.

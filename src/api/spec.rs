@@ -51,25 +51,47 @@ fn default_history_limit() -> u32 {
     10
 }
 
-/// The monorepo and the commit to build.
+/// The monorepo and the commit to build: `repository` and `revision`, or a `monorepoRef`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("has(self.monorepoRef) ? !has(self.repository) && !has(self.revision) && !has(self.secretRef) : has(self.repository) && has(self.revision)")
+    .message("set either source.monorepoRef (the Monorepo gives the repository, revision and credentials), or source.repository and source.revision"))]
 pub struct Source {
-    /// Git URL of the monorepo (https, ssh or file).
+    /// Git URL of the monorepo (https, ssh or file). Unset with `monorepoRef`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(min = 1, max = 2048))]
     pub repository: String,
-    /// The full commit id to build: 40 (SHA-1) or 64 (SHA-256) lowercase hex characters.
+    /// The full commit id to build: 40 (SHA-1) or 64 (SHA-256) lowercase hex characters. Unset
+    /// with `monorepoRef`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 64))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^([0-9a-f]{40}|[0-9a-f]{64})$')")
         .message("source.revision must be a full commit id: 40 or 64 lowercase hex characters, not a branch, tag or short id"))]
     pub revision: String,
-    /// Repository-relative paths that are this service's inputs.
+    /// Repository-relative paths (directories or files) that are this service's inputs: its
+    /// own directory and whatever it shares. The input key is computed over their git object
+    /// ids; with no paths, the whole tree is the input.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(min = 1, max = 1024)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(p, !p.startsWith('/') && !p.matches('(^|/)[.][.]?(/|$)') || p == '.')")
+        .message("source.paths entries must be relative to the repository root, without '.' or '..' segments (use '.' for the whole tree)"))]
     pub paths: Vec<String>,
     /// Secret with git credentials: `kubernetes.io/basic-auth` or `kubernetes.io/ssh-auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+    /// A Monorepo of this namespace whose revision (and repository and credentials) this
+    /// ServiceBuild follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monorepo_ref: Option<MonorepoReference>,
+}
+
+/// A Monorepo in the ServiceBuild's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonorepoReference {
+    /// Name of the Monorepo.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// The build: a pod template that builds the image and pushes it to `MONOSHIP_IMAGE`.
@@ -90,6 +112,20 @@ pub struct Build {
     #[serde(default)]
     #[schemars(range(min = 0, max = 10))]
     pub backoff_limit: i32,
+    /// Skip the build when the inputs (`source.paths` at the revision, the template and the
+    /// image repository) equal those of a recorded build whose image is still in the registry:
+    /// that image gets the revision's tag instead. Set to false for builds that are not a
+    /// function of their inputs.
+    #[serde(default = "default_skip_unchanged", skip_serializing_if = "is_true")]
+    pub skip_unchanged: bool,
+}
+
+fn default_skip_unchanged() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 fn default_timeout_seconds() -> i64 {

@@ -67,7 +67,19 @@ pub struct BuildStatus {
     /// Value of the rebuild annotation this build answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebuild: Option<String>,
+    /// The build Job; empty when the build was skipped.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub job_name: String,
+    /// The input key of the revision (`sha256:…`, see the README): equal keys build equal
+    /// images. Unset when the inputs could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_key: Option<String>,
+    /// What the inputs were compared with: why the build ran, or which build it reuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_message: Option<String>,
+    /// When the build was skipped: the revision whose build's digest it reuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
     /// Reference the build pushed, `repository:tag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -98,6 +110,9 @@ pub enum DigestSource {
     Reported,
     /// The build reported nothing: the digest is the one the revision tag pointed at.
     Tag,
+    /// No build ran: the inputs equal those of the build of `reusedFrom`, whose digest was
+    /// found in the registry and given this revision's tag.
+    Reused,
 }
 
 /// The promoted digest: what every target should point at.
@@ -148,5 +163,11 @@ pub struct HistoryEntry {
     pub digest: String,
     /// Whether this build moved tags and targets (false: the digest was unchanged).
     pub promoted: bool,
+    /// The build's input key, when its inputs were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_key: Option<String>,
+    /// The build was skipped: its digest is an earlier build's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
     pub at: Time,
 }

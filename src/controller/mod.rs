@@ -2,9 +2,11 @@
 //! build Jobs, run only while this replica leads, stopped promptly on shutdown. One reconcile
 //! (observe → decide → act → record) is in [`reconcile`].
 
+mod monorepo;
 mod observe;
 mod reconcile;
 
+pub use monorepo::reconcile_monorepo;
 pub use reconcile::reconcile;
 
 use std::collections::HashMap;
@@ -25,7 +27,9 @@ use tracing::{debug, info, warn};
 use crate::act::build::BuildSettings;
 use crate::act::registry::RegistryClient;
 use crate::act::targets::nomad::{NomadAllowlist, NomadClients};
-use crate::api::{SERVICEBUILD_LABEL, ServiceBuild};
+use crate::api::{Monorepo, SERVICEBUILD_LABEL, ServiceBuild};
+use crate::inputs::fetcher::Fetcher;
+use crate::inputs::git::GitCache;
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::pipeline::observe::Policy;
@@ -66,6 +70,21 @@ pub struct Settings {
     pub prune_every: Duration,
     /// The Nomad addresses targets may name; empty allows every address.
     pub nomad_allowed_addresses: NomadAllowlist,
+    /// Where fetched commits are kept to read build inputs, and how many bytes at most; no
+    /// directory turns input reading (and skipping unchanged builds) off.
+    pub git_cache: Option<GitCacheSettings>,
+}
+
+/// The on-disk git cache that input keys are read from.
+#[derive(Debug, Clone)]
+pub struct GitCacheSettings {
+    pub dir: std::path::PathBuf,
+    pub max_bytes: u64,
+    /// Fetches that run at once.
+    pub parallel_fetches: usize,
+    /// Send git credentials over plain `http://` (tests against a loopback server only; release
+    /// builds of gix refuse it anyway).
+    pub allow_credentials_over_http: bool,
 }
 
 impl Default for Settings {
@@ -83,6 +102,7 @@ impl Default for Settings {
             concurrency: DEFAULT_CONCURRENCY,
             prune_every: DEFAULT_PRUNE_EVERY,
             nomad_allowed_addresses: NomadAllowlist::default(),
+            git_cache: None,
         }
     }
 }
@@ -101,6 +121,12 @@ pub struct Context {
     written: Mutex<HashMap<ObjectRef<ServiceBuild>, String>>,
     /// The controller's cache of ServiceBuilds, from when it has synced until it stops.
     servicebuilds: Mutex<Option<Store<ServiceBuild>>>,
+    /// Background fetches of the commits whose inputs builds compare.
+    inputs: Option<Arc<Fetcher>>,
+    /// The controller's cache of Monorepos, from when it has synced until it stops.
+    monorepos: Mutex<Option<Store<Monorepo>>>,
+    /// When each Monorepo's branch was last read (one entry per Monorepo with a `ref`).
+    polls: Mutex<HashMap<ObjectRef<Monorepo>, std::time::Instant>>,
 }
 
 impl Context {
@@ -114,6 +140,18 @@ impl Context {
             controller: settings.reporter.clone(),
             instance: settings.instance.clone(),
         };
+        let inputs = settings.git_cache.as_ref().and_then(|git| {
+            match GitCache::new(git.dir.clone(), git.max_bytes) {
+                Ok(cache) => Some(Arc::new(Fetcher::new(
+                    cache.allow_credentials_over_http(git.allow_credentials_over_http),
+                    git.parallel_fetches,
+                ))),
+                Err(error) => {
+                    warn!(%error, "the git cache cannot be used: builds are never skipped");
+                    None
+                }
+            }
+        });
         Self {
             registry: RegistryClient::new(settings.insecure_registries.clone())
                 .with_metrics(metrics.clone()),
@@ -126,12 +164,32 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             servicebuilds: Mutex::new(None),
+            inputs,
+            monorepos: Mutex::new(None),
+            polls: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Fetches that went to the network for build inputs.
+    pub fn git_fetches(&self) -> u64 {
+        self.inputs.as_ref().map_or(0, |f| f.fetches())
     }
 
     /// The controller's cache of ServiceBuilds, once it has synced.
     fn servicebuilds(&self) -> Option<Store<ServiceBuild>> {
         self.servicebuilds.lock().ok()?.clone()
+    }
+
+    /// A Monorepo from the controller's cache, once it has synced.
+    fn monorepo(&self, namespace: &str, name: &str) -> Option<Arc<Monorepo>> {
+        let store = self.monorepos.lock().ok()?.clone()?;
+        store.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn set_monorepos(&self, store: Option<Store<Monorepo>>) {
+        if let Ok(mut cached) = self.monorepos.lock() {
+            *cached = store;
+        }
     }
 
     fn set_servicebuilds(&self, store: Option<Store<ServiceBuild>>) {
@@ -164,6 +222,32 @@ impl Context {
     fn remember_write(&self, sb: &ServiceBuild) {
         if let (Ok(mut written), Some(rv)) = (self.written.lock(), sb.resource_version()) {
             written.insert(ObjectRef::from_obj(sb), rv);
+        }
+    }
+
+    /// Publish Events on the object `reference` names, each counted in the metrics it feeds.
+    async fn publish(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        notes: Vec<crate::pipeline::events::Note>,
+    ) {
+        use kube::runtime::events::{Event, EventType};
+        for note in notes {
+            self.metrics.count(note.reason);
+            let event = Event {
+                type_: if note.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: note.reason.to_owned(),
+                note: Some(note.message),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, reference).await {
+                warn!(%error, "could not publish an Event");
+            }
         }
     }
 
@@ -215,12 +299,17 @@ pub async fn run(
     health: Health,
     shutdown: CancellationToken,
 ) {
-    let (servicebuilds, jobs) = match &settings.namespace {
+    let (servicebuilds, jobs, monorepos) = match &settings.namespace {
         Some(ns) => (
             Api::<ServiceBuild>::namespaced(client.clone(), ns),
             Api::<Job>::namespaced(client.clone(), ns),
+            Api::<Monorepo>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     let context = Arc::new(Context::new(client, settings, leadership.clone(), metrics));
     loop {
@@ -241,7 +330,33 @@ pub async fn run(
             jobs.clone(),
             watcher::Config::default().labels(SERVICEBUILD_LABEL),
         );
+        let controller = match &context.inputs {
+            // A fetch that ends wakes the ServiceBuilds that waited for it.
+            Some(fetcher) => controller.reconcile_on(woken(fetcher.subscribe())),
+            None => controller,
+        };
         let store = controller.store();
+        // A Monorepo that appears or moves wakes the ServiceBuilds that follow it.
+        let controller = {
+            let store = store.clone();
+            controller.watches(
+                monorepos.clone(),
+                watcher::Config::default(),
+                move |mr: Monorepo| followers_of(&store, &mr),
+            )
+        };
+        // The Monorepo controller: each follower's change updates its Monorepo's rollout.
+        let monorepo_controller = Controller::new(monorepos.clone(), watcher::Config::default())
+            .watches(
+                servicebuilds.clone(),
+                watcher::Config::default(),
+                |sb: ServiceBuild| {
+                    let namespace = sb.namespace()?;
+                    let name = sb.spec.source.monorepo_ref?.name;
+                    Some(ObjectRef::<Monorepo>::new(&name).within(&namespace))
+                },
+            );
+        let monorepo_store = monorepo_controller.store();
         let pruning = {
             let (store, context) = (store.clone(), context.clone());
             tokio::spawn(async move {
@@ -264,6 +379,10 @@ pub async fn run(
                             debug!("caches synced");
                             context.set_servicebuilds(Some(store.clone()));
                             health.set_synced(true);
+                            // Until the Monorepos are cached, followers read theirs.
+                            if monorepo_store.wait_until_ready().await.is_ok() {
+                                context.set_monorepos(Some(monorepo_store.clone()));
+                            }
                             break;
                         }
                         Ok(Err(error)) => {
@@ -287,6 +406,17 @@ pub async fn run(
                     Err(error) => debug!(%error, "reconcile did not complete"),
                 }
             });
+        let monorepos_running = monorepo_controller
+            .graceful_shutdown_on(stopping(shutdown.clone(), leadership.clone()))
+            .run(reconcile_monorepo, monorepo_error_policy, context.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    debug!(%error, "a Monorepo reconcile did not complete");
+                }
+            });
+        let running = async {
+            tokio::join!(running, monorepos_running);
+        };
         // In-flight reconciles get a grace period to finish; after it they are dropped, which is
         // safe because every step is idempotent. (kube-runtime's graceful shutdown also waits
         // for its cache to be ready, which may never happen once stopping has begun.)
@@ -301,9 +431,61 @@ pub async fn run(
         synced.abort();
         pruning.abort();
         context.set_servicebuilds(None);
+        context.set_monorepos(None);
         health.set_synced(false);
         info!("the controller stopped");
     }
+}
+
+/// The ServiceBuilds that follow `monorepo`, from the controller's cache.
+fn followers_of(store: &Store<ServiceBuild>, monorepo: &Monorepo) -> Vec<ObjectRef<ServiceBuild>> {
+    let (Some(namespace), name) = (monorepo.namespace(), monorepo.name_any()) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter(|sb| sb.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|sb| {
+            sb.spec
+                .source
+                .monorepo_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        })
+        .map(|sb| ObjectRef::from_obj(sb.as_ref()))
+        .collect()
+}
+
+/// A Monorepo reconcile that failed is retried with a fixed delay.
+fn monorepo_error_policy(_: Arc<Monorepo>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(%error, "Monorepo reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The ServiceBuilds named on the fetcher's wake-up channel. A receiver that fell behind misses
+/// some: those find their commit at their next requeue.
+fn woken(
+    receiver: tokio::sync::broadcast::Receiver<crate::inputs::fetcher::Waiter>,
+) -> impl futures::Stream<Item = ObjectRef<ServiceBuild>> + Send + 'static {
+    use tokio::sync::broadcast::error::RecvError;
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok((namespace, name)) => {
+                    let object = ObjectRef::new(&name).within(&namespace);
+                    return Some((object, receiver));
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    debug!(
+                        missed,
+                        "wake-ups missed; those ServiceBuilds wait for their requeue"
+                    )
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 /// Completes when the controller must stop: on shutdown, or when this replica stops leading.

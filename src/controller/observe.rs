@@ -12,7 +12,15 @@ use super::Context;
 use crate::Result;
 use crate::act::build::push_reference;
 use crate::api::{ACCEPT_TARGETS_ANNOTATION, ServiceBuild, ServiceBuildSpec};
-use crate::pipeline::observe::{self, Policy, TagClaim, WantedBuild};
+use std::sync::Arc;
+
+use crate::act::secrets;
+use crate::api::Monorepo;
+use crate::conditions::reasons;
+use crate::inputs::fetcher;
+use crate::inputs::git::Credentials;
+use crate::pipeline::observe::{self, Inputs, Policy, TagClaim, WantedBuild};
+use crate::pipeline::outcome::Fault;
 
 /// The namespaces, other than `namespace`, that the spec's Kubernetes targets are in and that
 /// accept targets from `namespace` by their `monoship.dev/accept-targets-from` annotation.
@@ -113,6 +121,105 @@ pub fn accepts(annotation: Option<&String>, namespace: &str) -> bool {
             .map(str::trim)
             .any(|n| n == "*" || n == namespace)
     })
+}
+
+/// The inputs of the wanted build, from the background fetcher (`NotRead` when input reading is
+/// off). Credentials come from `source.secretRef`, read only when a fetch must start.
+pub async fn read_inputs(ctx: &Context, sb: &ServiceBuild, namespace: &str) -> Inputs {
+    let Some(fetcher) = &ctx.inputs else {
+        return Inputs::NotRead;
+    };
+    let secret = sb.spec.source.secret_ref.as_ref().map(|s| s.name.as_str());
+    let scope = fetcher::scope(namespace, secret);
+    let waiter = (namespace.to_owned(), sb.name_any());
+    let credentials = git_credentials(&ctx.client, namespace, secret);
+    fetcher.inputs(&sb.spec, scope, waiter, credentials).await
+}
+
+/// Basic-auth credentials from a `kubernetes.io/basic-auth` Secret (`username`, `password`).
+/// The controller reads git over http(s) only: an ssh-auth Secret means the inputs cannot be
+/// read (the build, which clones with ssh, still runs).
+pub(super) async fn git_credentials(
+    client: &Client,
+    namespace: &str,
+    secret: Option<&str>,
+) -> std::result::Result<Option<Credentials>, String> {
+    let Some(name) = secret else {
+        return Ok(None);
+    };
+    let secret = secrets::get(client, namespace, name, "source.secretRef")
+        .await
+        .map_err(|error| error.to_string())?;
+    let field = |key: &str| {
+        secrets::bytes(&secret, namespace, name, key)
+            .ok()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    match (field("username"), field("password")) {
+        (Some(username), Some(password)) => Ok(Some(Credentials { username, password })),
+        _ if field("ssh-privatekey").is_some() => Err(format!(
+            "Secret {namespace}/{name} holds an ssh key; monoship reads inputs over https with \
+             basic auth only"
+        )),
+        _ => Err(format!(
+            "Secret {namespace}/{name} named by source.secretRef has no username and password \
+             (kubernetes.io/basic-auth)"
+        )),
+    }
+}
+
+/// A ServiceBuild as the pipeline sees it.
+pub enum Followed {
+    /// Ready to reconcile: a follower of a Monorepo carries the Monorepo's repository,
+    /// revision and Secret in its source.
+    Ready(Arc<ServiceBuild>),
+    /// The Monorepo has no revision yet; its status change wakes the follower.
+    Waiting,
+    /// The Monorepo does not exist.
+    Missing(Fault),
+}
+
+/// Resolve `source.monorepoRef`, from the controller's cache of Monorepos (or one read when it
+/// has not synced). A suspended Monorepo hands out the revision it last resolved.
+pub async fn follow_monorepo(
+    ctx: &Context,
+    sb: Arc<ServiceBuild>,
+    namespace: &str,
+) -> Result<Followed> {
+    let Some(reference) = sb.spec.source.monorepo_ref.clone() else {
+        return Ok(Followed::Ready(sb));
+    };
+    let monorepo = match ctx.monorepo(namespace, &reference.name) {
+        Some(cached) => Some(cached),
+        None => Api::<Monorepo>::namespaced(ctx.client.clone(), namespace)
+            .get_opt(&reference.name)
+            .await?
+            .map(Arc::new),
+    };
+    let Some(monorepo) = monorepo else {
+        return Ok(Followed::Missing(Fault::stalled(
+            reasons::MONOREPO_NOT_FOUND,
+            format!(
+                "source.monorepoRef names Monorepo {namespace}/{}, which does not exist; \
+                 create it, or name another",
+                reference.name
+            ),
+        )));
+    };
+    let resolved = monorepo.status.as_ref().and_then(|s| s.revision.clone());
+    let revision = match (&monorepo.spec.revision, monorepo.spec.suspend) {
+        (Some(revision), false) => Some(revision.clone()),
+        _ => resolved,
+    };
+    let Some(revision) = revision else {
+        return Ok(Followed::Waiting);
+    };
+    let mut followed = (*sb).clone();
+    let source = &mut followed.spec.source;
+    source.repository = monorepo.spec.repository.clone();
+    source.revision = revision;
+    source.secret_ref = monorepo.spec.secret_ref.clone();
+    Ok(Followed::Ready(Arc::new(followed)))
 }
 
 #[cfg(test)]

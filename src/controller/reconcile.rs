@@ -9,12 +9,11 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::observe::{accepting_namespaces, tag_claimant};
+use super::observe::{Followed, accepting_namespaces, follow_monorepo, read_inputs, tag_claimant};
 use super::{Context, STALLED_RETRY};
 use crate::act::build::{diagnose, find_job, observe_job, report, wanted_build};
 use crate::act::{Acted, Actor};
@@ -24,7 +23,8 @@ use crate::metrics::ResultLabels;
 use crate::pipeline::decide::{Plan, decide};
 use crate::pipeline::events::Note;
 use crate::pipeline::observe::{
-    JobState, Observed, ObservedJob, Policy, WantedBuild, build_is_finished,
+    Inputs, JobState, Observed, ObservedJob, Policy, WantedBuild, build_is_current,
+    build_is_finished,
 };
 use crate::pipeline::outcome::{Fault, Outcome, PinOutcome, TargetOutcome};
 use crate::pipeline::record::{Recorded, record, record_fault};
@@ -33,6 +33,8 @@ use k8s_openapi::api::batch::v1::Job;
 
 /// At most this many steps run in one reconcile; a step that waits ends it sooner.
 const MAX_STEPS: usize = 4;
+/// How soon a build waiting for its inputs looks again if no fetch woke it.
+const INPUTS_WAIT: Duration = Duration::from_secs(30);
 /// How soon a build Job without a running pod is looked at again.
 const POD_CHECK: Duration = Duration::from_secs(20);
 
@@ -70,8 +72,24 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     let namespace = sb.namespace().ok_or_else(|| {
         Error::stalled(reasons::INVALID_SPEC, "a ServiceBuild must be namespaced")
     })?;
+    let sb = match follow_monorepo(ctx, sb.clone(), &namespace).await? {
+        Followed::Ready(followed) => followed,
+        Followed::Waiting => return Ok((Action::requeue(INPUTS_WAIT), false)),
+        Followed::Missing(fault) => {
+            return stall_before_pipeline(ctx, &sb, &namespace, fault).await;
+        }
+    };
     let read = sb.status.clone().unwrap_or_default();
-    let wanted = wanted_build(&sb, &read);
+    let mut wanted = wanted_build(&sb, &read);
+    // The inputs matter only to a build not recorded yet: they decide whether it runs.
+    let inputs = if build_is_current(&read, &wanted) || sb.spec.suspend {
+        Inputs::NotRead
+    } else {
+        read_inputs(ctx, &sb, &namespace).await
+    };
+    if let Inputs::Known(key) = &inputs {
+        wanted.input_key = Some(key.key.clone());
+    }
     let actor = Actor {
         client: &ctx.client,
         registry: &ctx.registry,
@@ -110,6 +128,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         policy: &ctx.settings.policy,
         accepting_namespaces: &accepting,
         tag_claimed_by: claimant.as_deref(),
+        inputs: &inputs,
     };
     let mut status = read;
     let now = Time(jiff::Timestamp::now());
@@ -167,7 +186,9 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
                 );
                 Some((Action::requeue(resync), failed))
             }
-            Plan::ResolveDigest { .. } | Plan::StartPromotion { .. } => None,
+            // The fetch that ends wakes this ServiceBuild; the requeue is a backstop.
+            Plan::AwaitInputs => Some((Action::requeue(INPUTS_WAIT), false)),
+            Plan::ResolveDigest { .. } | Plan::StartPromotion { .. } | Plan::Reuse { .. } => None,
         };
         if plan.writes_before_next() || action.is_some() {
             let conditional = plan.writes_before_next();
@@ -193,6 +214,53 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     Ok(writer.done(Action::requeue(Duration::from_secs(1)), false))
 }
 
+/// A stall found before the pipeline runs (a Monorepo that does not exist): recorded on the
+/// status as any stall is, and retried when the Monorepo appears (its watch wakes the
+/// ServiceBuild) or after [`STALLED_RETRY`].
+async fn stall_before_pipeline(
+    ctx: &Context,
+    sb: &ServiceBuild,
+    namespace: &str,
+    fault: Fault,
+) -> Result<(Action, bool)> {
+    let read = sb.status.clone().unwrap_or_default();
+    let wanted = wanted_build(sb, &read);
+    let job = ObservedJob::missing();
+    let inputs = Inputs::NotRead;
+    let facts = Facts {
+        sb,
+        namespace,
+        wanted: &wanted,
+        policy: &ctx.settings.policy,
+        accepting_namespaces: &[],
+        tag_claimed_by: None,
+        inputs: &inputs,
+    };
+    let plan = Plan::Stall {
+        reason: fault.reason,
+        message: fault.message,
+    };
+    let now = Time(jiff::Timestamp::now());
+    let recorded = record(
+        &facts.observed(&read, &job),
+        &plan,
+        &Outcome::Nothing,
+        None,
+        &now,
+    );
+    let mut writer = Writer {
+        ctx,
+        sb,
+        namespace,
+        written: read.clone(),
+        resource_version: sb.resource_version(),
+        events: Vec::new(),
+    };
+    let mut status = read;
+    writer.write(recorded, &mut status).await?;
+    Ok(writer.done(Action::requeue(STALLED_RETRY), true))
+}
+
 /// What stays the same across the steps of one reconcile.
 struct Facts<'a> {
     sb: &'a ServiceBuild,
@@ -201,6 +269,7 @@ struct Facts<'a> {
     policy: &'a Policy,
     accepting_namespaces: &'a [String],
     tag_claimed_by: Option<&'a str>,
+    inputs: &'a Inputs,
 }
 
 impl<'a> Facts<'a> {
@@ -216,6 +285,7 @@ impl<'a> Facts<'a> {
             policy: self.policy,
             accepting_namespaces: self.accepting_namespaces,
             tag_claimed_by: self.tag_claimed_by,
+            inputs: self.inputs,
         }
     }
 }
@@ -380,23 +450,8 @@ impl Writer<'_> {
 
     async fn publish(&mut self) {
         let reference = self.sb.object_ref(&());
-        for note in self.events.drain(..) {
-            self.ctx.metrics.count(note.reason);
-            let event = Event {
-                type_: if note.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: note.reason.to_owned(),
-                note: Some(note.message),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
-                warn!(%error, "could not publish an Event");
-            }
-        }
+        let notes: Vec<Note> = self.events.drain(..).collect();
+        self.ctx.publish(&reference, notes).await;
     }
 }
 

@@ -190,10 +190,18 @@ impl RepoUrl {
         self.url.scheme == gix::url::Scheme::Http
     }
 
-    /// The directory name for this URL: hex sha256 of the URL as given.
-    fn key(&self) -> String {
-        let digest = Sha256::digest(self.text.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+    /// The directory name for this URL read in `scope`: hex sha256 of the scope and the URL as
+    /// given.
+    fn key(&self, scope: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(scope.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(self.text.as_bytes());
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -306,30 +314,27 @@ impl GitCache {
     }
 
     /// The directory that holds `repository`, whether or not it exists yet.
-    pub fn repository_dir(&self, repository: &str) -> Result<PathBuf, GitError> {
-        Ok(self.root.join(RepoUrl::parse(repository)?.key()))
+    pub fn repository_dir(&self, scope: &str, repository: &str) -> Result<PathBuf, GitError> {
+        Ok(self.root.join(RepoUrl::parse(repository)?.key(scope)))
     }
 
     /// Blocking. Make `revision` (a full commit id) of `repository` present locally, fetching it
     /// shallowly (depth 1, by id, pinned under `refs/monoship/<id>`) when it is not. Calls for
     /// one repository are serialized, so concurrent calls for one commit fetch it once.
+    ///
+    /// `scope` names whose credentials read the repository: each scope has a directory of its
+    /// own, so what one scope's credentials fetched is never read in another.
     pub fn ensure(
         &self,
+        scope: &str,
         repository: &str,
         revision: &str,
         credentials: Option<&Credentials>,
     ) -> Result<Fetched, GitError> {
         let url = RepoUrl::parse(repository)?;
         let id = parse_revision(revision)?;
-        if credentials.is_some() && url.is_plain_http() && !self.credentials_over_http {
-            return Err(GitError::new(
-                GitErrorKind::Refused,
-                format!(
-                    "credentials are not sent over plain http ({repository}); use an https URL"
-                ),
-            ));
-        }
-        let key = url.key();
+        self.check_credentials(&url, repository, credentials)?;
+        let key = url.key(scope);
         let outcome = loop {
             let entry = self.entry(&key, &url);
             let slot = write(&entry.slot);
@@ -368,6 +373,7 @@ impl GitCache {
     /// `"."` = the root tree; `a/b`, `./a/b/` alike). Err if the commit is not present.
     pub fn lookup(
         &self,
+        scope: &str,
         repository: &str,
         revision: &str,
         paths: &[String],
@@ -381,7 +387,7 @@ impl GitCache {
             )
         };
         loop {
-            let Some(entry) = lock(&self.entries).get(&url.key()).cloned() else {
+            let Some(entry) = lock(&self.entries).get(&url.key(scope)).cloned() else {
                 return Err(missing());
             };
             let slot = read(&entry.slot);
@@ -392,6 +398,47 @@ impl GitCache {
             let repo = store::open(&entry.dir)?;
             return store::lookup(&repo, id, paths)?.ok_or_else(missing);
         }
+    }
+
+    /// Blocking: the commit at the head of `branch`, asked of the server (nothing is fetched).
+    pub fn branch_head(
+        &self,
+        scope: &str,
+        repository: &str,
+        branch: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<String, GitError> {
+        let url = RepoUrl::parse(repository)?;
+        self.check_credentials(&url, repository, credentials)?;
+        let entry = loop {
+            let entry = self.entry(&url.key(scope), &url);
+            if !read(&entry.slot).evicted {
+                break entry;
+            }
+        };
+        let slot = read(&entry.slot);
+        let repo = store::open_or_init(&entry.dir, &url.text)?;
+        let head = fetch::branch_head(&repo, &url, branch, credentials, self.limits)?;
+        drop(slot);
+        Ok(head.to_string())
+    }
+
+    /// Credentials go over plain `http://` only when the cache allows it (tests).
+    fn check_credentials(
+        &self,
+        url: &RepoUrl,
+        repository: &str,
+        credentials: Option<&Credentials>,
+    ) -> Result<(), GitError> {
+        if credentials.is_some() && url.is_plain_http() && !self.credentials_over_http {
+            return Err(GitError::new(
+                GitErrorKind::Refused,
+                format!(
+                    "credentials are not sent over plain http ({repository}); use an https URL"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn tick(&self) -> u64 {

@@ -64,7 +64,18 @@ pub fn summarize(
     generation: Option<i64>,
     now: &Time,
 ) {
-    let conditions = &mut status.conditions;
+    summarize_conditions(&mut status.conditions, summary, generation, now);
+    status.observed_generation = generation;
+}
+
+/// Set the kstatus conditions `Ready`, `Reconciling` and `Stalled` of any resource from a
+/// summary.
+pub fn summarize_conditions(
+    conditions: &mut Vec<Condition>,
+    summary: Summary<'_>,
+    generation: Option<i64>,
+    now: &Time,
+) {
     let (ready, reason, message, reconciling, stalled) = match summary {
         Summary::Progressing { reason, message } => (false, reason, message, true, false),
         Summary::Ready { reason, message } => (true, reason, message, false, false),
@@ -95,7 +106,6 @@ pub fn summarize(
             remove_condition(conditions, type_);
         }
     }
-    status.observed_generation = generation;
 }
 
 #[cfg(test)]

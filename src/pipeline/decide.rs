@@ -6,8 +6,9 @@
 //! target carries it. A crash between any two steps leaves a status from which [`decide`] picks
 //! the same next step again, and every step first checks whether it is already done.
 
-use super::observe::{JobState, Observed};
+use super::observe::{Inputs, JobState, Observed};
 use super::validate::{check_policy, validate};
+use crate::api::ServiceBuildStatus;
 use crate::conditions::reasons;
 
 /// The next step.
@@ -20,6 +21,12 @@ pub enum Plan {
     },
     /// `spec.suspend`: do nothing but show it.
     Suspend,
+    /// The wanted build's inputs are being fetched: wait for them (nothing is recorded).
+    AwaitInputs,
+    /// The wanted build's inputs equal those of the recorded build of `from`: give its
+    /// `digest` the revision's tag instead of building (a Job is created after all when the
+    /// digest is no longer in the registry).
+    Reuse { digest: String, from: String },
     /// The wanted build has no Job: create it, and delete any Job it supersedes.
     CreateJob,
     /// The wanted build's Job runs: record Building and wait for it.
@@ -103,6 +110,14 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
             message: build.message.clone().unwrap_or_default(),
         };
     }
+    // Inputs equal to a recorded build's: reuse its digest, even when a Job of this revision is
+    // still there (a rollback to a revision built before).
+    if recorded.is_none()
+        && observed.tag_claimed_by.is_none()
+        && let Some(plan) = reuse(observed)
+    {
+        return plan;
+    }
     match &job.state {
         JobState::Succeeded => Plan::ResolveDigest {
             reported: job.reported_digest.clone(),
@@ -131,17 +146,57 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
                             observed.wanted.image
                         ),
                     },
-                    None => Plan::CreateJob,
+                    None => build_or_reuse(observed),
                 },
             }
         }
     }
 }
 
+/// The wanted build is not recorded and has no Job: build it, or reuse the digest of a recorded
+/// build with the same input key. The rebuild annotation and `build.skipUnchanged: false`
+/// always build; inputs that could not be read build too (never skip on doubt). Either way the
+/// inputs are waited for, so that the build knows its key.
+fn build_or_reuse(observed: &Observed<'_>) -> Plan {
+    match observed.inputs {
+        Inputs::Pending => Plan::AwaitInputs,
+        _ => reuse(observed).unwrap_or(Plan::CreateJob),
+    }
+}
+
+/// Reuse the digest of a recorded build with the same input key, unless the rebuild annotation
+/// or `build.skipUnchanged: false` asks for a build.
+fn reuse(observed: &Observed<'_>) -> Option<Plan> {
+    let Inputs::Known(key) = observed.inputs else {
+        return None;
+    };
+    if observed.wanted.rebuild.is_some() || !observed.spec.build.skip_unchanged {
+        return None;
+    }
+    reusable(observed.status, &key.key).map(|(digest, from)| Plan::Reuse { digest, from })
+}
+
+/// The digest and revision of a recorded build with input key `key`: the latest build first,
+/// then the history, newest first.
+pub fn reusable(status: &ServiceBuildStatus, key: &str) -> Option<(String, String)> {
+    let latest = status
+        .build
+        .as_ref()
+        .filter(|b| b.input_key.as_deref() == Some(key) && b.failure_reason.is_none());
+    if let Some((build, digest)) = latest.and_then(|b| b.digest.as_ref().map(|d| (b, d))) {
+        return Some((digest.clone(), build.revision.clone()));
+    }
+    status
+        .history
+        .iter()
+        .find(|h| h.input_key.as_deref() == Some(key))
+        .map(|h| (h.digest.clone(), h.revision.clone()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::CurrentStatus;
+    use crate::api::{BuildStatus, CurrentStatus};
     use crate::pipeline::fixtures::*;
     use crate::pipeline::observe::ObservedJob;
 
@@ -163,6 +218,18 @@ mod tests {
             failure_reason: Some("DigestMismatch".into()),
             message: Some("reported A, tag at B".into()),
             ..build(REV, None, None, false)
+        };
+        let reuse = |d: &str, from: &str| Plan::Reuse {
+            digest: d.into(),
+            from: from.into(),
+        };
+        let entry = |key: &str| crate::api::HistoryEntry {
+            revision: "3".repeat(40),
+            digest: D1.into(),
+            promoted: true,
+            input_key: Some(key.into()),
+            skipped: false,
+            at: at(1),
         };
         let no_latest = || CurrentStatus {
             tags: vec![],
@@ -197,6 +264,18 @@ mod tests {
             ("promotion interrupted: resume", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, false)), Missing, promote(D1)),
             ("a tag added after promotion: resume", Fixture::new().build(build(REV, None, Some(D1), false)).current(no_latest()), Missing, promote(D1)),
             ("digest known: the job no longer matters", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, true)), failed(), settle(D1)),
+            ("inputs being fetched: wait, record nothing", Fixture::new().inputs(Inputs::Pending), Missing, Plan::AwaitInputs),
+            ("inputs unreadable: build, never skip on doubt", Fixture::new().inputs(Inputs::Unreadable("401".into())), Missing, Plan::CreateJob),
+            ("inputs of the last build: reuse its digest", Fixture::new().build(keyed(OLD, D1, "k1")).current(current(D1, true)).inputs(known("k1")), Missing, reuse(D1, OLD)),
+            ("inputs of an older build: reuse (a rollback)", Fixture::new().build(keyed(OLD, D2, "k2")).current(current(D2, true)).status(|s| s.history = vec![entry("k1")]).inputs(known("k1")), Missing, reuse(D1, "3333333333333333333333333333333333333333")),
+            ("new inputs: build", Fixture::new().build(keyed(OLD, D1, "k1")).current(current(D1, true)).inputs(known("k2")), Missing, Plan::CreateJob),
+            ("same inputs, rebuild token: build", Fixture::new().build(keyed(OLD, D1, "k1")).rebuild("2").inputs(known("k1")), Missing, Plan::CreateJob),
+            ("same inputs, skipping off: build", Fixture::new().build(keyed(OLD, D1, "k1")).skip_unchanged(false).inputs(known("k1")), Missing, Plan::CreateJob),
+            ("same inputs as a failed build: build", Fixture::new().build(BuildStatus { input_key: Some("k1".into()), ..build(OLD, None, None, true) }).inputs(known("k1")), Missing, Plan::CreateJob),
+            ("inputs being fetched, Job already there: await the Job", Fixture::new().inputs(Inputs::Pending), Running, Plan::AwaitJob),
+            ("inputs of an older build, its Job still there: reuse", Fixture::new().build(keyed(OLD, D2, "k2")).current(current(D2, true)).status(|s| s.history = vec![entry("k1")]).inputs(known("k1")), Succeeded, reuse(D1, "3333333333333333333333333333333333333333")),
+            ("inputs being fetched, tag claimed: stall first", Fixture::new().claimed_by("apple").inputs(Inputs::Pending), Missing,
+                Plan::Stall { reason: "ImageTagClaimed", message: format!("ServiceBuild shop/apple, created earlier, also pushes to r.example/banana:{}; two builds must not push to one tag, so this one does not build: give it another image.repository or image.revisionTag", &REV[..12]) }),
             ("old build's digest is never promoted", Fixture::new().build(build(OLD, None, Some(D2), false)).current(current(D1, true)), Running, Plan::AwaitJob),
         ];
         for (name, fixture, state, expected) in rows {

@@ -20,20 +20,34 @@ pub fn transition_notes(old: &ServiceBuildStatus, new: &ServiceBuildStatus) -> V
     let (Some(build), old_build) = (new.build.as_ref(), old.build.as_ref()) else {
         return notes;
     };
-    let same_build = old_build.is_some_and(|b| b.job_name == build.job_name);
+    let same_build = old_build.is_some_and(|b| {
+        b.revision == build.revision && b.rebuild == build.rebuild && b.job_name == build.job_name
+    });
+    let skipped = build.reused_from.is_some();
     if !same_build {
-        notes.push(Note {
-            warning: false,
-            reason: reasons::BUILD_STARTED,
-            message: format!(
-                "Started build Job {} for revision {}",
-                build.job_name, build.revision
-            ),
+        notes.push(match &build.reused_from {
+            Some(from) => Note {
+                warning: false,
+                reason: reasons::BUILD_SKIPPED,
+                message: format!(
+                    "Skipped the build of revision {}: {}",
+                    build.short_revision,
+                    build.inputs_message.as_deref().unwrap_or(from.as_str())
+                ),
+            },
+            None => Note {
+                warning: false,
+                reason: reasons::BUILD_STARTED,
+                message: format!(
+                    "Started build Job {} for revision {}",
+                    build.job_name, build.revision
+                ),
+            },
         });
     }
     let phase_changed = !same_build || old.phase != new.phase;
     let newly_resolved = !same_build || old_build.and_then(|b| b.digest.as_ref()).is_none();
-    if let Some(digest) = build.digest.as_ref().filter(|_| newly_resolved) {
+    if let Some(digest) = build.digest.as_ref().filter(|_| newly_resolved && !skipped) {
         notes.push(Note {
             warning: false,
             reason: reasons::DIGEST_RESOLVED,
@@ -77,8 +91,9 @@ pub fn transition_notes(old: &ServiceBuildStatus, new: &ServiceBuildStatus) -> V
                         warning: false,
                         reason: reasons::UNCHANGED,
                         message: format!(
-                            "Revision {} built {}, the digest already promoted from revision {}: nothing moved",
+                            "Revision {} {} {}, the digest already promoted from revision {}: nothing moved",
                             build.short_revision,
+                            if skipped { "reuses" } else { "built" },
                             short_digest(&current.digest),
                             short_revision(&current.revision)
                         ),

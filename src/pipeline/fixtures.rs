@@ -3,10 +3,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::conditions::set_condition;
-use super::observe::{JobState, Observed, ObservedJob, Policy, WantedBuild};
+use super::observe::{Inputs, JobState, Observed, ObservedJob, Policy, WantedBuild};
 use super::outcome::{Fault, PinOutcome, Pinned, TagMove, TargetOutcome};
 use crate::api::{BuildStatus, CurrentStatus, Phase, ServiceBuildSpec, ServiceBuildStatus};
 use crate::conditions::types;
+use crate::inputs::git::PathObject;
+use crate::inputs::key::InputKey;
 
 pub const REV: &str = "1111111111111111111111111111111111111111";
 pub const OLD: &str = "2222222222222222222222222222222222222222";
@@ -58,6 +60,22 @@ pub fn current(digest: &str, promoted: bool) -> CurrentStatus {
     }
 }
 
+/// The inputs of the wanted build, read: input key `key`, one tree.
+pub fn known(key: &str) -> Inputs {
+    Inputs::Known(InputKey {
+        key: key.into(),
+        paths: vec![("services/banana".into(), PathObject::Tree("a".repeat(40)))],
+    })
+}
+
+/// A finished build of `revision` with digest `digest` and input key `key`.
+pub fn keyed(revision: &str, digest: &str, key: &str) -> BuildStatus {
+    BuildStatus {
+        input_key: Some(key.into()),
+        ..build(revision, None, Some(digest), false)
+    }
+}
+
 pub fn failed() -> JobState {
     JobState::Failed {
         reason: "BackoffLimitExceeded".into(),
@@ -71,6 +89,7 @@ pub struct Fixture {
     pub status: ServiceBuildStatus,
     pub wanted: WantedBuild,
     pub tag_claimed_by: Option<String>,
+    pub inputs: Inputs,
 }
 
 impl Fixture {
@@ -90,13 +109,25 @@ impl Fixture {
                 rebuild: None,
                 job_name: JOB.into(),
                 image: format!("r.example/banana:{}", &REV[..12]),
+                input_key: None,
             },
             tag_claimed_by: None,
+            inputs: Inputs::NotRead,
         }
+    }
+
+    pub fn inputs(mut self, inputs: Inputs) -> Self {
+        self.inputs = inputs;
+        self
     }
 
     pub fn claimed_by(mut self, other: &str) -> Self {
         self.tag_claimed_by = Some(other.into());
+        self
+    }
+
+    pub fn skip_unchanged(mut self, skip: bool) -> Self {
+        self.spec.build.skip_unchanged = skip;
         self
     }
 
@@ -141,6 +172,7 @@ impl Fixture {
             policy: &POLICY,
             accepting_namespaces: &[],
             tag_claimed_by: self.tag_claimed_by.as_deref(),
+            inputs: &self.inputs,
         }
     }
 }

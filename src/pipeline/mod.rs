@@ -14,9 +14,10 @@ pub mod conditions;
 pub mod decide;
 pub mod events;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod observe;
 pub mod outcome;
 pub mod provenance;
 pub mod record;
+pub mod rollout;
 pub mod validate;

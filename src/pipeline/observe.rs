@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::outcome::Fault;
 use crate::api::{ServiceBuildSpec, ServiceBuildStatus};
+use crate::inputs::key::InputKey;
 
 /// The state of the build Job for the wanted build.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -55,6 +56,23 @@ pub struct WantedBuild {
     pub job_name: String,
     /// Where the build pushes: `repository:<revisionTag>`.
     pub image: String,
+    /// The revision's input key, once its inputs were read: the build gets it as
+    /// `MONOSHIP_INPUT_KEY`.
+    pub input_key: Option<String>,
+}
+
+/// What is known of the wanted build's inputs (see [`crate::inputs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Inputs {
+    /// Not read: the build is recorded already, or nothing asked.
+    #[default]
+    NotRead,
+    /// The revision is being fetched; the build waits for it.
+    Pending,
+    /// Read: the input key and what it was computed from.
+    Known(InputKey),
+    /// Could not be read: the build runs, and this sentence says why.
+    Unreadable(String),
 }
 
 /// What a cluster admin allows ServiceBuilds beyond their own namespace (controller flags).
@@ -86,6 +104,8 @@ pub struct Observed<'a> {
     /// An older ServiceBuild of the namespace that pushes to the same `repository:revisionTag`
     /// (see [`tag_claimant`]), looked for while this build is not finished.
     pub tag_claimed_by: Option<&'a str>,
+    /// The wanted build's inputs, read while it is not recorded yet.
+    pub inputs: &'a Inputs,
 }
 
 impl Observed<'_> {

@@ -11,8 +11,15 @@ pub enum Outcome {
     #[default]
     Nothing,
     /// The build Job was created (or found already created). `superseded` names the Jobs of
-    /// older builds that were deleted while they still ran.
-    JobCreated { superseded: Vec<String> },
+    /// older builds that were deleted while they still ran; `reuse_refused` says why a build
+    /// planned to be skipped runs after all (its digest is gone from the registry).
+    JobCreated {
+        superseded: Vec<String>,
+        reuse_refused: Option<String>,
+    },
+    /// The build was skipped: the reused digest carries the revision's tag (`tagged`: this
+    /// step wrote it, with one manifest PUT and no blob).
+    Reused { tagged: bool },
     /// The digest `repository:<revisionTag>` points at, as the registry answered after the
     /// build; [`super::provenance::check`] holds it against what the build reported.
     DigestResolved { tagged: String },

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::conditions::{Summary, set_condition, summarize};
 use super::decide::Plan;
 use super::events::{Note, transition_notes};
-use super::observe::{Observed, WantedBuild, build_is_current};
+use super::observe::{Inputs, Observed, WantedBuild, build_is_current};
 use super::outcome::{Fault, Outcome, TagMove, TargetOutcome};
 use super::provenance::check;
 use crate::api::{
@@ -49,7 +49,13 @@ pub fn record(
             step.status.phase = Some(Phase::Suspended);
             step.summarize(Summary::Suspended);
         }
-        (Plan::CreateJob, Outcome::JobCreated { superseded }) => {
+        (
+            Plan::CreateJob | Plan::Reuse { .. },
+            Outcome::JobCreated {
+                superseded,
+                reuse_refused,
+            },
+        ) => {
             for name in superseded {
                 step.event(
                     false,
@@ -61,7 +67,11 @@ pub fn record(
                 );
             }
             step.building();
+            if let (Some(refused), Some(build)) = (reuse_refused, step.status.build.as_mut()) {
+                build.inputs_message = Some(refused.clone());
+            }
         }
+        (Plan::Reuse { digest, from }, Outcome::Reused { .. }) => step.reused(digest, from),
         (Plan::AwaitJob, _) => {
             step.building();
             if let Some(stuck) = &observed.job.stuck {
@@ -170,6 +180,11 @@ impl Step<'_> {
                 rebuild: wanted.rebuild.clone(),
                 job_name: wanted.job_name.clone(),
                 image: Some(wanted.image.clone()),
+                input_key: match self.observed.inputs {
+                    Inputs::Known(key) => Some(key.key.clone()),
+                    _ => None,
+                },
+                inputs_message: inputs_message(self.observed),
                 start_time: Some(
                     self.observed
                         .job
@@ -188,16 +203,63 @@ impl Step<'_> {
                 reasons::BUILDING,
                 "the build of the current revision has not finished",
             );
+            if let Inputs::Unreadable(why) = self.observed.inputs {
+                self.event(
+                    true,
+                    reasons::INPUTS_UNREADABLE,
+                    format!(
+                        "Could not read the inputs of revision {}, so it is built: {why}",
+                        short_revision(&wanted.revision)
+                    ),
+                );
+            }
         }
         self.status.build.get_or_insert_with(BuildStatus::default)
     }
 
+    /// The build is skipped: the digest of the build of `from`, whose inputs are the same, now
+    /// carries this revision's tag.
+    fn reused(&mut self, digest: &str, from: &str) {
+        let wanted: &WantedBuild = self.observed.wanted;
+        let compared = match self.observed.inputs {
+            Inputs::Known(key) => key,
+            _ => return,
+        };
+        let message = format!(
+            "inputs unchanged since revision {}: {}; reusing {} and tagging it {}",
+            short_revision(from),
+            compared.describe(),
+            short_digest(digest),
+            wanted.image
+        );
+        self.status.build = Some(BuildStatus {
+            revision: wanted.revision.clone(),
+            short_revision: short_revision(&wanted.revision).to_owned(),
+            image: Some(wanted.image.clone()),
+            digest: Some(digest.to_owned()),
+            digest_source: Some(DigestSource::Reused),
+            input_key: Some(compared.key.clone()),
+            inputs_message: Some(message.clone()),
+            reused_from: Some(from.to_owned()),
+            start_time: Some(self.now.clone()),
+            completion_time: Some(self.now.clone()),
+            ..BuildStatus::default()
+        });
+        self.condition(types::BUILT, true, reasons::BUILD_SKIPPED, &message);
+        // The next step settles (Unchanged) or promotes the reused digest (a rollback).
+        self.status.phase = Some(Phase::Promoting);
+    }
+
     fn building(&mut self) {
         let build = self.build_status();
-        let message = format!(
+        let mut message = format!(
             "build Job {} runs for revision {}",
             build.job_name, build.short_revision
         );
+        // Inputs that could not be read are why it runs: say so where people look.
+        if let (None, Some(why)) = (&build.input_key, &build.inputs_message) {
+            message = format!("{message}; {why}");
+        }
         self.status.phase = Some(Phase::Building);
         self.summarize(Summary::Progressing {
             reason: reasons::BUILDING,
@@ -241,6 +303,7 @@ impl Step<'_> {
                 "the build of the current revision succeeded and reported no digest: the digest \
                  is the one its tag points at"
             }
+            DigestSource::Reused => "the build was skipped: its inputs are an earlier build's",
         };
         self.condition(types::BUILT, true, reasons::BUILD_SUCCEEDED, message);
     }
@@ -274,6 +337,17 @@ impl Step<'_> {
             .as_ref()
             .map(|b| b.revision.clone())
             .unwrap_or_default()
+    }
+
+    fn build_input_key(&self) -> Option<String> {
+        self.status.build.as_ref().and_then(|b| b.input_key.clone())
+    }
+
+    fn build_skipped(&self) -> bool {
+        self.status
+            .build
+            .as_ref()
+            .is_some_and(|b| b.reused_from.is_some())
     }
 
     fn start_promotion(&mut self, digest: &str) {
@@ -349,6 +423,8 @@ impl Step<'_> {
             revision: self.build_revision(),
             digest: digest.to_owned(),
             promoted: true,
+            input_key: self.build_input_key(),
+            skipped: self.build_skipped(),
             at: now,
         };
         record_history(&mut self.status, entry, self.observed.spec.history_limit);
@@ -359,16 +435,27 @@ impl Step<'_> {
     /// The digest is current and promoted, every target carries it.
     fn settled(&mut self, digest: &str) {
         let revision = self.build_revision();
-        let promoted = self
-            .status
-            .current
-            .as_ref()
-            .is_some_and(|c| c.revision == revision);
+        // A skipped build promoted only when its own promotion is the latest history entry: a
+        // rollback to the revision that first promoted the digest, which is current still,
+        // moved nothing.
+        let promoted = if self.build_skipped() {
+            self.status
+                .history
+                .first()
+                .is_some_and(|h| h.revision == revision && h.digest == digest && h.promoted)
+        } else {
+            self.status
+                .current
+                .as_ref()
+                .is_some_and(|c| c.revision == revision)
+        };
         if !promoted {
             let entry = HistoryEntry {
                 revision,
                 digest: digest.to_owned(),
                 promoted: false,
+                input_key: self.build_input_key(),
+                skipped: self.build_skipped(),
                 at: self.now.clone(),
             };
             record_history(&mut self.status, entry, self.observed.spec.history_limit);
@@ -387,8 +474,13 @@ impl Step<'_> {
             (Some(Phase::Unchanged), Some(current), Some(build)) => (
                 reasons::UNCHANGED,
                 format!(
-                    "revision {} built {}, unchanged since revision {}: nothing moved",
+                    "revision {} {} {}, unchanged since revision {}: nothing moved",
                     build.short_revision,
+                    if build.reused_from.is_some() {
+                        "reuses"
+                    } else {
+                        "built"
+                    },
                     current.short_digest,
                     short_revision(&current.revision)
                 ),
@@ -452,6 +544,26 @@ impl Step<'_> {
         if !known {
             self.event(true, fault.reason, fault.message.clone());
         }
+    }
+}
+
+/// Why the wanted build runs, as far as its inputs tell (`None` when they were not read).
+fn inputs_message(observed: &Observed<'_>) -> Option<String> {
+    match observed.inputs {
+        Inputs::Known(key) if observed.wanted.rebuild.is_some() => Some(format!(
+            "the {REBUILD_ANNOTATION} annotation asks for a build; inputs: {}",
+            key.describe()
+        )),
+        Inputs::Known(key) if !observed.spec.build.skip_unchanged => Some(format!(
+            "build.skipUnchanged is false; inputs: {}",
+            key.describe()
+        )),
+        Inputs::Known(key) => Some(format!(
+            "no recorded build has the same inputs: {}",
+            key.describe()
+        )),
+        Inputs::Unreadable(why) => Some(format!("the inputs could not be read: {why}")),
+        Inputs::NotRead | Inputs::Pending => None,
     }
 }
 

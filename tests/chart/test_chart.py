@@ -26,13 +26,14 @@ from render import install, render  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "monoship"
 CRD = ROOT / "crds" / "servicebuild.yaml"
+MONOREPO_CRD = ROOT / "crds" / "monorepo.yaml"
 EXAMPLES = ROOT / "examples"
 RELEASE_NS = "monoship-system"
 
 # The controller's permissions, exactly (see the chart's "monoship.rules").
 RULES = [
-    (["monoship.dev"], ["servicebuilds"], ["get", "list", "watch"]),
-    (["monoship.dev"], ["servicebuilds/status"], ["get", "patch", "update"]),
+    (["monoship.dev"], ["servicebuilds", "monorepos"], ["get", "list", "watch"]),
+    (["monoship.dev"], ["servicebuilds/status", "monorepos/status"], ["get", "patch", "update"]),
     (["batch"], ["jobs"], ["get", "list", "watch", "create", "delete"]),
     ([""], ["pods"], ["list"]),
     ([""], ["secrets"], ["get"]),
@@ -142,21 +143,23 @@ def lint_catches_a_bad_value():
 
 @test
 def chart_crd_is_identical_to_generated_crd():
-    chart_crd = CHART / "crds" / "servicebuild.yaml"
-    assert chart_crd.read_bytes() == CRD.read_bytes(), (
-        "charts/monoship/crds/servicebuild.yaml differs from crds/servicebuild.yaml; "
-        "copy it: cp crds/servicebuild.yaml charts/monoship/crds/")
+    for top in (CRD, MONOREPO_CRD):
+        chart_crd = CHART / "crds" / top.name
+        assert chart_crd.read_bytes() == top.read_bytes(), (
+            f"charts/monoship/crds/{top.name} differs from crds/{top.name}; "
+            "copy it: cp crds/*.yaml charts/monoship/crds/")
 
 
 @test
-def helm_installs_the_crd_first():
+def helm_installs_the_crds_first():
     objs = rendered()
-    crd = one(objs, "CustomResourceDefinition")
-    assert objs[0] is crd, "Helm installs crds/ before the templates"
-    want = yaml.safe_load(CRD.read_text())
-    got = {k: v for k, v in crd.items() if k not in ("status",)}
-    got["metadata"] = {"name": crd["metadata"]["name"]}
-    assert got["spec"] == want["spec"]
+    crds = find(objs, "CustomResourceDefinition")
+    assert len(crds) == 2, [c["metadata"]["name"] for c in crds]
+    assert objs[:2] == crds, "Helm installs crds/ before the templates"
+    for top in (CRD, MONOREPO_CRD):
+        want = yaml.safe_load(top.read_text())
+        crd = one(objs, "CustomResourceDefinition", want["metadata"]["name"])
+        assert crd["spec"] == want["spec"]
 
 
 # ---------------------------------------------------------------- chart: RBAC
@@ -301,6 +304,9 @@ def deployment_defaults():
         "--log-format=json",
         "--checkout-image=alpine/git:2.47.2",
         "--concurrency=16",
+        "--git-cache-dir=/var/cache/monoship/git",
+        "--git-cache-max-bytes=1073741824",
+        "--parallel-fetches=4",
         "--leader-election",
         "--lease-name=monoship",
         f"--lease-namespace={RELEASE_NS}",
@@ -308,6 +314,23 @@ def deployment_defaults():
         "--renew-deadline=10s",
         "--retry-period=2s",
     ]
+
+
+@test
+def git_cache_is_a_bounded_empty_dir_or_off():
+    deploy, c = container(rendered())
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "git-cache", "emptyDir": {"sizeLimit": "2Gi"}}]
+    assert c["volumeMounts"] == [{"name": "git-cache", "mountPath": "/var/cache/monoship"}]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    deploy, c = container(rendered({"gitCache": {"enabled": False}}))
+    assert "volumes" not in deploy["spec"]["template"]["spec"]
+    assert "volumeMounts" not in c
+    assert "--no-input-keys" in c["args"]
+    assert not [a for a in c["args"] if a.startswith("--git-cache")]
+    _, c = container(rendered({"gitCache": {"maxBytes": 5368709120, "parallelFetches": 2}}))
+    assert "--git-cache-max-bytes=5368709120" in c["args"]
+    assert "--parallel-fetches=2" in c["args"]
 
 
 @test

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
 use monoship::app::{self, Options};
-use monoship::controller::Settings;
+use monoship::controller::{GitCacheSettings, Settings};
 use monoship::metrics::Metrics;
 use monoship_testkit::scenario::{Fixture, Seed};
 use serde_json::Value;
@@ -64,10 +64,18 @@ impl Running {
     }
 }
 
+/// The controller's settings for the seed scenario: as `monoship run` has them by default,
+/// inputs read from git into a cache of the test's own.
 pub fn settings(seed: &Fixture, resync: Duration) -> Settings {
     Settings {
         insecure_registries: vec![seed.registry.host()],
         resync,
+        git_cache: Some(GitCacheSettings {
+            dir: seed.workspaces().join("git-cache"),
+            max_bytes: 256 << 20,
+            parallel_fetches: 4,
+            allow_credentials_over_http: true,
+        }),
         ..Settings::default()
     }
 }

@@ -226,7 +226,8 @@ async fn the_readme_install_line_installs_the_crd() {
         String::from_utf8_lossy(&output.stderr)
     );
     let client = env.client().await;
-    crate::crd_established(&client).await;
+    crate::crd_established(&client, "servicebuilds.monoship.dev").await;
+    crate::crd_established(&client, "monorepos.monoship.dev").await;
     // What kubectl wrote, not only a CRD another test installed.
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client);

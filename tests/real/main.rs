@@ -33,36 +33,35 @@ mod seed;
 /// reconciles another test's ServiceBuilds while that test counts writes.
 pub static NAMESPACED: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
-/// Install the ServiceBuild CRD (crds/servicebuild.yaml) with server-side apply, as often as
-/// tests ask, and wait until it is served.
+/// Install the CRDs (crds/servicebuild.yaml, crds/monorepo.yaml) with server-side apply, as
+/// often as tests ask, and wait until they are served.
 pub async fn install_crd(client: &kube::Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Api, Patch, PatchParams};
 
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/crds/servicebuild.yaml"
-    ))
-    .expect("crds/servicebuild.yaml");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("a CRD");
-    let name = crd.metadata.name.clone().expect("a name");
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        &name,
-        &PatchParams::apply("monoship-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("the CRD is applied");
-    crd_established(client).await;
+    for file in ["servicebuild.yaml", "monorepo.yaml"] {
+        let path = format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("a CRD file");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("a CRD");
+        let name = crd.metadata.name.clone().expect("a name");
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        api.patch(
+            &name,
+            &PatchParams::apply("monoship-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the CRD is applied");
+    }
+    crd_established(client, "servicebuilds.monoship.dev").await;
+    crd_established(client, "monorepos.monoship.dev").await;
 }
 
-/// Wait until the ServiceBuild CRD is Established (served).
-pub async fn crd_established(client: &kube::Client) {
+/// Wait until the CRD `name` is Established (served).
+pub async fn crd_established(client: &kube::Client, name: &str) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
-    let name = "servicebuilds.monoship.dev";
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let crd = api.get_opt(name).await.expect("get the CRD");

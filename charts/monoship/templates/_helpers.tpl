@@ -72,10 +72,10 @@ The controller's permissions, and nothing more. Shared by the ClusterRole
 */}}
 {{- define "monoship.rules" -}}
 - apiGroups: ["monoship.dev"]
-  resources: ["servicebuilds"]
+  resources: ["servicebuilds", "monorepos"]
   verbs: ["get", "list", "watch"]
 - apiGroups: ["monoship.dev"]
-  resources: ["servicebuilds/status"]
+  resources: ["servicebuilds/status", "monorepos/status"]
   verbs: ["get", "patch", "update"]
 - apiGroups: ["batch"]
   resources: ["jobs"]

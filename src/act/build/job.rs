@@ -34,6 +34,12 @@ const HASH_LEN: usize = 10;
 /// The variable naming the file the build container writes the digest it pushed to: its
 /// `terminationMessagePath`, so that the digest reaches the pod's status.
 pub const DIGEST_FILE_ENV: &str = "MONOSHIP_DIGEST_FILE";
+/// The variable holding the build's input key (`sha256:…`), when its inputs were read. A build
+/// that labels its image with it (`dev.monoship.inputs`) lets the key be checked on an image
+/// found later.
+pub const INPUT_KEY_ENV: &str = "MONOSHIP_INPUT_KEY";
+/// The annotation of a build Job with its input key.
+pub const INPUT_KEY_ANNOTATION: &str = "monoship.dev/input-key";
 /// Kubernetes' default `terminationMessagePath`.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
@@ -125,6 +131,7 @@ pub fn wanted_build(sb: &ServiceBuild, status: &ServiceBuildStatus) -> WantedBui
             rebuild: Some(token.clone()),
             revision,
             image,
+            input_key: None,
         };
     }
     match recorded {
@@ -133,12 +140,14 @@ pub fn wanted_build(sb: &ServiceBuild, status: &ServiceBuildStatus) -> WantedBui
             rebuild: build.rebuild.clone(),
             revision,
             image,
+            input_key: None,
         },
         None => WantedBuild {
             job_name: job_name(&sb.name_any(), &uid, &revision, None, None),
             rebuild: None,
             revision,
             image,
+            input_key: None,
         },
     }
 }
@@ -232,7 +241,11 @@ pub fn build_job(sb: &ServiceBuild, wanted: &WantedBuild, settings: &BuildSettin
         pod.automount_service_account_token = Some(false);
     }
 
-    let env = build_env(sb);
+    let mut env = build_env(sb);
+    if let Some(key) = &wanted.input_key {
+        env.push(env_var(INPUT_KEY_ENV, key));
+        annotations.insert(INPUT_KEY_ANNOTATION.to_owned(), key.clone());
+    }
     let volumes = pod.volumes.get_or_insert_with(Vec::new);
     volumes.push(Volume {
         name: WORKSPACE_VOLUME.to_owned(),

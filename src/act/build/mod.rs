@@ -82,7 +82,10 @@ pub async fn create_build_job(
         }
         Err(error) => return Err(error.into()),
     }
-    Ok(Outcome::JobCreated { superseded })
+    Ok(Outcome::JobCreated {
+        superseded,
+        reuse_refused: None,
+    })
 }
 
 /// Everything the build and the promotion reference must exist before a Job is created.

@@ -439,6 +439,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_http_token_realm_is_refused_unless_listed_as_insecure() {
+        crate::install_crypto_provider();
         let transport = Transport::new(vec!["auth.example.com:80".into()]);
         let secret = RegistryAuth::Basic {
             username: "u".into(),

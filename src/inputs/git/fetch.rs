@@ -47,17 +47,72 @@ pub(super) fn fetch(
     let watch = Watch::start(limits)?;
     let result = run(repo, url, id, credentials, limits, &watch);
     watch.stop();
-    result.map_err(|error| classify(&error, url, id, limits, &watch))
+    let at = format!("fetching commit {id} from {}", url.text);
+    result.map_err(|error| classify(&error, &at, url, limits, &watch))
 }
 
-fn run(
+/// The commit at the head of `branch` of `url`, asked of the server (`ls-refs` for that one
+/// ref); nothing is fetched.
+pub(super) fn branch_head(
     repo: &gix::Repository,
     url: &RepoUrl,
-    id: ObjectId,
+    branch: &str,
+    credentials: Option<&Credentials>,
+    limits: FetchLimits,
+) -> Result<ObjectId, GitError> {
+    let watch = Watch::start(limits)?;
+    let wanted = format!("refs/heads/{branch}");
+    let result = connect(repo, url, credentials, limits, &watch, |connection| {
+        let options = gix::remote::ref_map::Options {
+            prefix_from_spec_as_filter_on_remote: true,
+            handshake_parameters: Vec::new(),
+            extra_refspecs: vec![
+                gix::refspec::parse(wanted.as_str().into(), Operation::Fetch)?.to_owned(),
+            ],
+        };
+        let (map, _) = connection.ref_map(watch.progress(), options)?;
+        Ok(map.remote_refs.iter().find_map(|r| match r {
+            gix::protocol::handshake::Ref::Direct {
+                full_ref_name,
+                object,
+            } if full_ref_name == wanted.as_str() => Some(*object),
+            gix::protocol::handshake::Ref::Peeled {
+                full_ref_name,
+                object,
+                ..
+            } if full_ref_name == wanted.as_str() => Some(*object),
+            _ => None,
+        }))
+    });
+    watch.stop();
+    let at = format!("reading branch {branch} of {}", url.text);
+    match result {
+        Ok(Some(id)) => Ok(id),
+        Ok(None) => Err(GitError::new(
+            GitErrorKind::NotFound,
+            format!("{at}: the server has no such branch"),
+        )),
+        Err(error) => Err(classify(&error, &at, url, limits, &watch)),
+    }
+}
+
+/// Connect to `url` with credentials for its own origin only and the time limits, and hand the
+/// connection to `then`.
+fn connect<T>(
+    repo: &gix::Repository,
+    url: &RepoUrl,
     credentials: Option<&Credentials>,
     limits: FetchLimits,
     watch: &Watch,
-) -> gix::Result<()> {
+    then: impl FnOnce(
+        gix::remote::Connection<
+            '_,
+            '_,
+            '_,
+            Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+        >,
+    ) -> gix::Result<T>,
+) -> gix::Result<T> {
     let remote = repo
         .remote_at(url.url.clone())?
         .with_fetch_tags(gix::remote::fetch::Tags::None);
@@ -74,6 +129,32 @@ fn run(
     if let Some(options) = transport_options(repo, url, limits)? {
         connection.set_transport_options(options);
     }
+    then(connection)
+}
+
+fn run(
+    repo: &gix::Repository,
+    url: &RepoUrl,
+    id: ObjectId,
+    credentials: Option<&Credentials>,
+    limits: FetchLimits,
+    watch: &Watch,
+) -> gix::Result<()> {
+    connect(repo, url, credentials, limits, watch, |connection| {
+        receive(connection, id, watch)
+    })
+}
+
+fn receive(
+    connection: gix::remote::Connection<
+        '_,
+        '_,
+        '_,
+        Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+    >,
+    id: ObjectId,
+    watch: &Watch,
+) -> gix::Result<()> {
     let pin = format!("{id}:{}", store::pin(id));
     let options = gix::remote::ref_map::Options {
         prefix_from_spec_as_filter_on_remote: true,
@@ -203,12 +284,11 @@ fn transport_options(
 /// One sentence for a failed fetch, and its kind.
 fn classify(
     error: &gix::Error,
+    at: &str,
     url: &RepoUrl,
-    id: ObjectId,
     limits: FetchLimits,
     watch: &Watch,
 ) -> GitError {
-    let at = format!("fetching commit {id} from {}", url.text);
     if watch.timed_out() {
         return GitError::new(
             GitErrorKind::Unreachable,

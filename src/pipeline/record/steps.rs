@@ -204,6 +204,8 @@ fn history_is_bounded_and_not_repeated() {
             revision: format!("r{i}"),
             digest: "d".into(),
             promoted: false,
+            input_key: None,
+            skipped: false,
             at: at(i),
         };
         record_history(&mut status, entry.clone(), 3);
@@ -211,4 +213,82 @@ fn history_is_bounded_and_not_repeated() {
     }
     let revisions: Vec<_> = status.history.iter().map(|h| h.revision.as_str()).collect();
     assert_eq!(revisions, ["r4", "r3", "r2"]);
+}
+
+/// A skipped build: no Job, the reused digest recorded with where it comes from, then settled
+/// as Unchanged with a history entry that says it was skipped.
+#[test]
+fn a_skipped_build_is_recorded_then_settles_unchanged() {
+    let fixture = Fixture::new()
+        .build(keyed(OLD, D1, "k1"))
+        .current(current(D1, true))
+        .status(|s| s.phase = Some(Phase::Promoted))
+        .inputs(known("k1"));
+    let job = ObservedJob::missing();
+    let plan = Plan::Reuse {
+        digest: D1.into(),
+        from: OLD.into(),
+    };
+    let reused = record(
+        &fixture.observed(&job),
+        &plan,
+        &Outcome::Reused { tagged: true },
+        None,
+        &at(NOW),
+    );
+    let build = reused.status.build.clone().unwrap();
+    assert_eq!(build.revision, REV);
+    assert_eq!(build.job_name, "", "no Job");
+    assert_eq!(build.digest.as_deref(), Some(D1));
+    assert_eq!(build.digest_source, Some(crate::api::DigestSource::Reused));
+    assert_eq!(build.reused_from.as_deref(), Some(OLD));
+    assert_eq!(build.input_key.as_deref(), Some("k1"));
+    let message = build.inputs_message.unwrap();
+    assert!(
+        message.starts_with("inputs unchanged since revision 222222222222: services/banana (tree aaaaaaaaaaaa), the build template and the image repository; reusing sha256:aaaa"),
+        "{message}"
+    );
+    assert_eq!(reused.events[0].reason, reasons::BUILD_SKIPPED);
+    assert!(
+        reused.events[0]
+            .message
+            .contains("services/banana (tree aaaaaaaaaaaa)")
+    );
+
+    let mut next = fixture;
+    next.status = reused.status;
+    let settle = Plan::Settle { digest: D1.into() };
+    let settled = record(
+        &next.observed(&job),
+        &settle,
+        &Outcome::Settled {
+            targets: pin(Ok(PinOutcome::AlreadyPinned)),
+        },
+        None,
+        &at(NOW + 1),
+    );
+    assert_eq!(settled.status.phase, Some(Phase::Unchanged));
+    let head = &settled.status.history[0];
+    assert_eq!(
+        (head.revision.as_str(), head.promoted, head.skipped),
+        (REV, false, true)
+    );
+    assert_eq!(head.input_key.as_deref(), Some("k1"));
+    let ready = settled
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("reuses sha256:aaaa"),
+        "{}",
+        ready.message
+    );
+    let reasons: Vec<_> = settled.events.iter().map(|e| e.reason).collect();
+    assert_eq!(
+        reasons,
+        [reasons::UNCHANGED],
+        "no DigestResolved for a skipped build"
+    );
 }

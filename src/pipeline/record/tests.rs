@@ -3,7 +3,7 @@
 use super::*;
 use crate::api::Phase;
 use crate::pipeline::fixtures::*;
-use crate::pipeline::observe::{JobState, ObservedJob};
+use crate::pipeline::observe::{Inputs, JobState, ObservedJob};
 use crate::pipeline::outcome::PinOutcome;
 
 const NOW: i64 = 100;
@@ -121,6 +121,7 @@ fn record_table() {
             Plan::CreateJob,
             Outcome::JobCreated {
                 superseded: vec!["banana-old".into()],
+                reuse_refused: None,
             },
         )
         .expect(
@@ -131,6 +132,71 @@ fn record_table() {
                 (RECONCILING, "True", "Building"),
             ],
             &["BuildStarted", "BuildSuperseded"],
+        ),
+        row(
+            "waiting for inputs records nothing",
+            Fixture::new().inputs(Inputs::Pending),
+            Plan::AwaitInputs,
+            Outcome::Nothing,
+        ),
+        row(
+            "unreadable inputs: the build starts and a warning says why",
+            Fixture::new().inputs(Inputs::Unreadable("the server answered 401".into())),
+            Plan::CreateJob,
+            Outcome::JobCreated {
+                superseded: vec![],
+                reuse_refused: None,
+            },
+        )
+        .expect(
+            Phase::Building,
+            &[
+                (BUILT, "False", "Building"),
+                (READY, "False", "Building"),
+                (RECONCILING, "True", "Building"),
+            ],
+            &["BuildStarted", "InputsUnreadable"],
+        ),
+        row(
+            "a skipped build reuses the digest, with no Job and one Event",
+            Fixture::new()
+                .build(keyed(OLD, D1, "k1"))
+                .current(current(D1, true))
+                .status(|s| s.phase = Some(Phase::Promoted))
+                .inputs(known("k1")),
+            Plan::Reuse {
+                digest: D1.into(),
+                from: OLD.into(),
+            },
+            Outcome::Reused { tagged: true },
+        )
+        .expect(
+            Phase::Promoting,
+            &[(BUILT, "True", "BuildSkipped")],
+            &["BuildSkipped"],
+        ),
+        row(
+            "a digest to reuse that is gone: the build starts",
+            Fixture::new()
+                .build(keyed(OLD, D1, "k1"))
+                .inputs(known("k1")),
+            Plan::Reuse {
+                digest: D1.into(),
+                from: OLD.into(),
+            },
+            Outcome::JobCreated {
+                superseded: vec![],
+                reuse_refused: Some("gone".into()),
+            },
+        )
+        .expect(
+            Phase::Building,
+            &[
+                (BUILT, "False", "Building"),
+                (READY, "False", "Building"),
+                (RECONCILING, "True", "Building"),
+            ],
+            &["BuildStarted"],
         ),
         row(
             "a Job that cannot be created for a missing Secret stalls, and no build starts",
@@ -382,7 +448,7 @@ fn record_table() {
         .map(|r| std::mem::discriminant(&r.plan))
         .map(|d| format!("{d:?}"))
         .collect();
-    assert_eq!(plans.len(), 9, "every plan has a row");
+    assert_eq!(plans.len(), 11, "every plan has a row");
     for row in rows {
         let job = ObservedJob {
             state: row.job.clone(),

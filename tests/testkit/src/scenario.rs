@@ -65,6 +65,10 @@ pub struct Fixture {
     /// When set, each ServiceBuild also targets the Nomad job named after its service
     /// (group `web`, task `server`) at this address.
     pub nomad_address: Option<String>,
+    /// The repository URL ServiceBuilds name instead of the monorepo's `file://` URL (the same
+    /// commits served elsewhere, e.g. over HTTP), and the Secret they name for it.
+    pub source_url: Option<String>,
+    pub source_secret: Option<String>,
     workspaces: tempfile::TempDir,
 }
 
@@ -103,6 +107,12 @@ impl Seed {
 
     /// Like [`Seed::start`], with a job runner hook that decides per Job what happens.
     pub async fn start_with_hook(hook: Option<JobHook>) -> Self {
+        Self::start_with(hook, Vec::new()).await
+    }
+
+    /// Like [`Seed::start_with_hook`], with `extra_env` in every build container (what a
+    /// kubelet would provide, such as the mounted git credentials).
+    pub async fn start_with(hook: Option<JobHook>, extra_env: Vec<(String, String)>) -> Self {
         let api = ApiServer::start().await;
         let client = api.client();
         let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -120,7 +130,7 @@ impl Seed {
                 workdir: Some(fixture.workspaces()),
                 workspace_per_job: true,
                 hook,
-                ..JobRunnerOptions::default()
+                extra_env,
             },
         );
         Self {
@@ -156,6 +166,8 @@ impl Fixture {
             namespace,
             layers: 2,
             nomad_address: None,
+            source_url: None,
+            source_secret: None,
             workspaces: tempfile::tempdir().expect("a temporary directory"),
         };
         fixture.create_deployments().await;
@@ -205,16 +217,20 @@ impl Fixture {
         if let Some(address) = &self.nomad_address {
             targets.push(json!({"nomad": {"address": address, "job": service, "group": "web", "task": "server"}}));
         }
+        let mut source = json!({
+            "repository": self.source_url.clone().unwrap_or_else(|| self.repo.url()),
+            "revision": revision,
+            "paths": [format!("services/{service}")]
+        });
+        if let Some(secret) = &self.source_secret {
+            source["secretRef"] = json!({ "name": secret });
+        }
         json!({
             "apiVersion": "monoship.dev/v1alpha1",
             "kind": "ServiceBuild",
             "metadata": {"name": service, "namespace": self.namespace},
             "spec": {
-                "source": {
-                    "repository": self.repo.url(),
-                    "revision": revision,
-                    "paths": [format!("services/{service}")]
-                },
+                "source": source,
                 "build": {
                     "template": {"spec": {"containers": [{
                         "name": "build",
