@@ -144,8 +144,10 @@ pub(crate) struct RepoUrl {
 }
 
 impl RepoUrl {
-    fn parse(repository: &str) -> Result<Self, GitError> {
-        let url = gix::url::parse(repository.as_bytes()).map_err(|_| {
+    fn parse(text: &str) -> Result<Self, GitError> {
+        // Echoed in errors before the check for credentials below: without any user info.
+        let repository = &redacted(text);
+        let url = gix::url::parse(text.as_bytes()).map_err(|_| {
             GitError::new(
                 GitErrorKind::Invalid,
                 format!("{repository:?} is not a git repository URL"),
@@ -181,7 +183,7 @@ impl RepoUrl {
             ));
         }
         Ok(Self {
-            text: repository.to_string(),
+            text: text.to_string(),
             url,
         })
     }
@@ -194,6 +196,23 @@ impl RepoUrl {
     fn key(&self) -> String {
         let digest = Sha256::digest(self.text.as_bytes());
         digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `text` without the user info of a URL (`https://user:token@host/x` → `https://host/x`, and
+/// `user@host:path` → `host:path`).
+fn redacted(text: &str) -> String {
+    let (scheme, rest) = match text.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, text),
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return text.to_string();
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => rest[at + 1..].to_string(),
     }
 }
 
@@ -466,4 +485,37 @@ fn local(path: &Path, action: &str, error: &std::io::Error) -> GitError {
         GitErrorKind::Local,
         format!("git cache: could not {action} {}: {error}", path.display()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_never_reaches_an_error() {
+        assert_eq!(
+            redacted("https://u:tok@h.example/x@y"),
+            "https://h.example/x@y"
+        );
+        assert_eq!(redacted("https://h.example/x"), "https://h.example/x");
+        assert_eq!(redacted("git@h.example:shop/x.git"), "h.example:shop/x.git");
+        for url in [
+            "ssh://u:s3cr3t@h.example/x.git",
+            "https://u:s3cr3t@h.example:99999/x.git",
+            "https://s3cr3t@h.example/x.git",
+            "git://u:s3cr3t@h.example/x.git",
+        ] {
+            let error = RepoUrl::parse(url).expect_err(url);
+            assert!(!error.to_string().contains("s3cr3t"), "{error}");
+        }
+    }
+
+    #[test]
+    fn revisions_are_full_commit_ids() {
+        assert!(parse_revision(&"a".repeat(40)).is_ok());
+        for revision in ["HEAD", "abc123", &"A".repeat(41), &"g".repeat(40), ""] {
+            let error = parse_revision(revision).expect_err(revision);
+            assert_eq!(error.kind(), GitErrorKind::Invalid);
+        }
+    }
 }
