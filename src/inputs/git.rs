@@ -91,12 +91,13 @@ pub enum Fetched {
 pub enum GitErrorKind {
     /// No connection, a timeout, or a server error (5xx): may pass.
     Unreachable,
-    /// 401/403, or no credentials where the server wants them.
+    /// 401/403, no credentials where the server wants them, or a redirect to another origin
+    /// that wants them (they are not sent there).
     Unauthorized,
     /// The server does not have the commit (or the repository).
     NotFound,
-    /// The server or this cache refused the fetch: a redirect elsewhere, too many bytes,
-    /// credentials over plain http.
+    /// The server or this cache refused the fetch: a redirect that is not followed (after the
+    /// first request), an answer that is not git's, too many bytes, credentials over plain http.
     Refused,
     /// A URL scheme inputs are not read over (ssh, git, ...).
     Unsupported,
