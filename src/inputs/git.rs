@@ -35,12 +35,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use gix::ObjectId;
-use sha2::{Digest, Sha256};
-
 mod fetch;
 mod store;
+mod url;
 mod watch;
+
+use url::{RepoUrl, parse_revision};
 
 pub use fetch::FetchLimits;
 
@@ -91,12 +91,13 @@ pub enum Fetched {
 pub enum GitErrorKind {
     /// No connection, a timeout, or a server error (5xx): may pass.
     Unreachable,
-    /// 401/403, or no credentials where the server wants them.
+    /// 401/403, no credentials where the server wants them, or a redirect to another origin
+    /// that wants them (they are not sent there).
     Unauthorized,
     /// The server does not have the commit (or the repository).
     NotFound,
-    /// The server or this cache refused the fetch: a redirect elsewhere, too many bytes,
-    /// credentials over plain http.
+    /// The server or this cache refused the fetch: a redirect that is not followed (after the
+    /// first request), an answer that is not git's, too many bytes, credentials over plain http.
     Refused,
     /// A URL scheme inputs are not read over (ssh, git, ...).
     Unsupported,
@@ -134,87 +135,6 @@ impl fmt::Display for GitError {
 }
 
 impl std::error::Error for GitError {}
-
-/// A repository URL that inputs may be read from.
-#[derive(Debug, Clone)]
-pub(crate) struct RepoUrl {
-    /// As given (it carries no credentials).
-    pub text: String,
-    pub url: gix::Url,
-}
-
-impl RepoUrl {
-    fn parse(repository: &str) -> Result<Self, GitError> {
-        let url = gix::url::parse(repository.as_bytes()).map_err(|_| {
-            GitError::new(
-                GitErrorKind::Invalid,
-                format!("{repository:?} is not a git repository URL"),
-            )
-        })?;
-        use gix::url::Scheme;
-        match url.scheme {
-            Scheme::Https | Scheme::Http | Scheme::File => {}
-            Scheme::Ssh => {
-                return Err(GitError::new(
-                    GitErrorKind::Unsupported,
-                    format!(
-                        "inputs cannot be read over ssh ({repository}); use an https URL with \
-                         basic-auth credentials"
-                    ),
-                ));
-            }
-            ref other => {
-                return Err(GitError::new(
-                    GitErrorKind::Unsupported,
-                    format!(
-                        "inputs cannot be read over {} ({repository}); use an https URL",
-                        other.as_str()
-                    ),
-                ));
-            }
-        }
-        if url.user().is_some() || url.password().is_some() {
-            return Err(GitError::new(
-                GitErrorKind::Invalid,
-                "the repository URL carries a user name or password; put credentials in a \
-                 basic-auth Secret instead",
-            ));
-        }
-        Ok(Self {
-            text: repository.to_string(),
-            url,
-        })
-    }
-
-    fn is_plain_http(&self) -> bool {
-        self.url.scheme == gix::url::Scheme::Http
-    }
-
-    /// The directory name for this URL read in `scope`: hex sha256 of the scope and the URL as
-    /// given.
-    fn key(&self, scope: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(scope.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(self.text.as_bytes());
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    }
-}
-
-fn parse_revision(revision: &str) -> Result<ObjectId, GitError> {
-    let full = revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit());
-    match ObjectId::from_hex(revision.as_bytes()) {
-        Ok(id) if full => Ok(id),
-        _ => Err(GitError::new(
-            GitErrorKind::Invalid,
-            format!("revision {revision:?} is not a full commit id (40 hex digits)"),
-        )),
-    }
-}
 
 /// One repository directory. Its lock serializes fetches (write) against lookups (read) and
 /// keeps eviction (a `try_write`) away from a directory in use.

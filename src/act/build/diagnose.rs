@@ -99,7 +99,7 @@ pub fn pod_problem(pod: &Pod) -> Option<Fault> {
 }
 
 /// At most `limit` bytes of `text`, cut at a character boundary.
-fn at_most(text: &str, limit: usize) -> &str {
+pub(crate) fn at_most(text: &str, limit: usize) -> &str {
     let end = text
         .char_indices()
         .map(|(i, c)| i + c.len_utf8())

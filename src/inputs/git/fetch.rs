@@ -13,6 +13,7 @@ use gix::refspec::parse::Operation;
 
 use super::watch::{Shared, Watch};
 use super::{Credentials, GitError, GitErrorKind, RepoUrl, store};
+use crate::act::build::diagnose::at_most;
 
 /// Bounds of one fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,9 @@ impl Default for FetchLimits {
 /// A refspec whose only purpose is its `ls-refs` prefix: a fetch of an id alone would list
 /// every ref of the server; with this prefix it lists none (no server has this ref).
 const LS_REFS_FILTER: &str = "refs/monoship/none";
+
+/// Bytes of the reason in an error sentence.
+const MAX_REASON: usize = 512;
 
 /// Fetch commit `id` of `url` into `repo` at depth 1 and pin it under `refs/monoship/<id>`.
 pub(super) fn fetch(
@@ -319,6 +323,8 @@ fn classify(
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
     let (kind, why) = kind_of(error, &all, &asked, &Origin::of(&url.url));
+    // What a server says is its own text: bounded before it reaches a status or an Event.
+    let why = at_most(&why, MAX_REASON);
     GitError::new(kind, format!("{at} failed: {why}"))
 }
 
@@ -404,4 +410,82 @@ fn kind_of(
 /// Collapse whitespace runs (newlines included) to single spaces.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use gix::error::ErrorExt as _;
+
+    use super::*;
+
+    fn repo_url(text: &str) -> RepoUrl {
+        RepoUrl {
+            text: text.into(),
+            url: gix::url::parse(text.as_bytes()).expect("url"),
+        }
+    }
+
+    #[test]
+    fn what_a_server_says_is_classified_and_bounded() {
+        let url = repo_url("https://git.example.com/shop/monorepo.git");
+        let id = ObjectId::from_hex(b"0123456789abcdef0123456789abcdef01234567").expect("id");
+        let limits = FetchLimits::default();
+        let watch = Watch::start(limits).expect("watch");
+        watch.stop();
+        let said = format!("upload-pack: not our ref {id} {}", "é".repeat(4000));
+        let error = gix::error::Message::new(format!("Unknown header: \"ERR {said}\"")).raise();
+        let at = format!("fetching commit {id} from {}", url.text);
+        let error = classify(&error, &at, &url, limits, &watch);
+        assert_eq!(error.kind(), GitErrorKind::NotFound);
+        let message = error.to_string();
+        assert!(message.starts_with(&format!(
+            "fetching commit {id} from https://git.example.com/shop/monorepo.git failed: the server says: upload-pack: not our ref {id}"
+        )), "{message}");
+        assert!(message.len() < 700, "{}", message.len());
+
+        let error = gix::error::Message::new("ERR access denied".to_string()).raise();
+        let error = classify(&error, &at, &url, limits, &watch);
+        assert_eq!(error.kind(), GitErrorKind::Refused, "{error}");
+    }
+
+    #[test]
+    fn credentials_are_given_only_to_the_repository_origin() {
+        let origin = Origin::of(&repo_url("https://git.example.com/shop/monorepo.git").url);
+        let identity = gix::sec::identity::Account {
+            username: "robot".into(),
+            password: "secret".into(),
+            oauth_refresh_token: None,
+        };
+        let watch = Watch::start(FetchLimits::default()).expect("watch");
+        watch.stop();
+        let ask = |url: &str| {
+            let context = gix::credentials::protocol::Context {
+                url: Some(url.into()),
+                ..Default::default()
+            };
+            let given = answer(
+                Action::Get(context),
+                &origin,
+                Some(&identity),
+                &watch.shared,
+            );
+            let asked = watch.shared.asked.lock().expect("asked").clone();
+            (given.map(|o| o.identity.password), asked)
+        };
+        let own = "https://git.example.com/shop/monorepo.git";
+        assert_eq!(ask(own), (Some("secret".into()), Asked::Given));
+        let same_port = "https://GIT.example.com:443/other/path.git";
+        assert_eq!(ask(same_port).0, Some("secret".into()));
+        for elsewhere in [
+            "https://git.example.com:8443/shop/monorepo.git",
+            "http://git.example.com/shop/monorepo.git",
+            "https://evil.example.com/shop/monorepo.git",
+        ] {
+            let (given, asked) = ask(elsewhere);
+            assert_eq!(given, None, "{elsewhere}");
+            assert!(matches!(asked, Asked::ByOtherOrigin(_)), "{elsewhere}");
+        }
+        let context = gix::credentials::protocol::Context::default();
+        assert!(answer(Action::Get(context), &origin, None, &watch.shared).is_none());
+    }
 }
