@@ -2,7 +2,7 @@
 //! that cannot run, provenance).
 
 use super::*;
-use crate::api::Phase;
+use crate::api::{DigestSource, Phase};
 use crate::pipeline::fixtures::*;
 use crate::pipeline::observe::{JobState, ObservedJob};
 use crate::pipeline::outcome::PinOutcome;
