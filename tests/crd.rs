@@ -178,3 +178,75 @@ fn the_build_template_keeps_pod_fields_and_requires_named_containers() {
     );
     assert!(!schema_errors(&unnamed).is_empty());
 }
+
+/// The Monorepo CRD: exactly one of `revision` and `ref`, a valid interval and branch.
+#[test]
+fn monorepo_admission_wants_exactly_one_of_revision_and_ref() {
+    use kube::core::cel::Validator;
+    let crd = serde_json::to_value(monoship::api::Monorepo::crd()).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["mr"]));
+    assert_eq!(version["subresources"]["status"], json!({}));
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Revision", "Services", "Changed", "Promoted", "Failed", "Ready", "Age"
+        ]
+    );
+    let schema = version["schema"]["openAPIV3Schema"].clone();
+    let errors = |spec: Value| -> Vec<String> {
+        let object = json!({"apiVersion": "monoship.dev/v1alpha1", "kind": "Monorepo",
+            "metadata": {"name": "shop"}, "spec": spec});
+        match Validator::new().validate(&schema, &object, None) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.into_vec().iter().map(|e| e.to_string()).collect(),
+        }
+    };
+    let repository = "https://git.example.com/shop/monorepo.git";
+    let revision = "0123456789abcdef0123456789abcdef01234567";
+    assert_eq!(
+        errors(json!({"repository": repository, "revision": revision})),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(json!({"repository": repository, "ref": {"branch": "main"}, "interval": "30s"})),
+        Vec::<String>::new()
+    );
+    let one_of = "set exactly one of spec.revision";
+    for spec in [
+        json!({"repository": repository}),
+        json!({"repository": repository, "revision": revision, "ref": {"branch": "main"}}),
+    ] {
+        assert!(
+            errors(spec.clone()).iter().any(|e| e.contains(one_of)),
+            "{spec}"
+        );
+    }
+    let refused = [
+        (
+            json!({"repository": repository, "revision": "main"}),
+            "full commit id",
+        ),
+        (
+            json!({"repository": repository, "ref": {"branch": "refs/heads/main"}}),
+            "without refs/heads/",
+        ),
+        (
+            json!({"repository": repository, "ref": {"branch": "main"}, "interval": "soon"}),
+            "spec.interval",
+        ),
+    ];
+    for (spec, message) in refused {
+        let found = errors(spec.clone());
+        assert!(
+            found.iter().any(|e| e.contains(message)),
+            "{spec}: {found:?}"
+        );
+    }
+}

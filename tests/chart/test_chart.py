@@ -514,7 +514,13 @@ def example_servicebuilds_follow_the_admission_rules():
     # the rules themselves).
     for path, doc in servicebuilds():
         spec, where = doc["spec"], path.relative_to(ROOT)
-        assert re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", spec["source"]["revision"]), where
+        source = spec["source"]
+        if "monorepoRef" in source:
+            assert "repository" not in source and "revision" not in source, where
+        else:
+            assert re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", source["revision"]), where
+        for p in source.get("paths", []):
+            assert p == "." or not (p.startswith("/") or ".." in p.split("/")), where
         repo = spec["image"]["repository"]
         assert "@" not in repo and not re.search(r":[^/]*$", repo), where
         assert re.fullmatch(r"[a-z0-9]([a-z0-9._:/-]*[a-z0-9])?", repo), where
@@ -529,6 +535,28 @@ def example_servicebuilds_follow_the_admission_rules():
             assert ("kubernetes" in t) + ("nomad" in t) == 1, where
             if "nomad" in t:
                 assert re.match(r"https?://", t["nomad"]["address"]), where
+
+
+@test
+def example_monorepos_match_their_crd_and_have_followers():
+    crd = yaml.safe_load(MONOREPO_CRD.read_text())
+    schema = _strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}
+    schema["properties"]["apiVersion"] = {"const": "monoship.dev/v1alpha1"}
+    schema["properties"]["kind"] = {"const": "Monorepo"}
+    validator = jsonschema.Draft7Validator(schema)
+    monorepos = [(p, d) for p, d in example_documents() if d.get("kind") == "Monorepo"]
+    assert monorepos, "no Monorepo in examples/"
+    for path, doc in monorepos:
+        errors = list(validator.iter_errors(doc))
+        assert not errors, f"{path}: {[e.message for e in errors]}"
+        spec = doc["spec"]
+        assert ("revision" in spec) != ("ref" in spec), path
+        followers = [d for _, d in servicebuilds()
+                     if d["spec"]["source"].get("monorepoRef", {}).get("name")
+                     == doc["metadata"]["name"]
+                     and d["metadata"]["namespace"] == doc["metadata"]["namespace"]]
+        assert len(followers) >= 2, f"{path}: {len(followers)} followers"
 
 
 @test

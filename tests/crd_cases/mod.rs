@@ -123,6 +123,22 @@ pub fn valid_cases() -> Vec<(&'static str, Value)> {
             "historyLimit 100",
             with(valid(), "/spec/historyLimit", json!(100)),
         ),
+        (
+            "a follower of a Monorepo",
+            with(
+                valid(),
+                "/spec/source",
+                json!({"monorepoRef": {"name": "shop"}, "paths": ["services/banana", "go.mod"]}),
+            ),
+        ),
+        (
+            "the whole tree as a path, and skipping off",
+            with(
+                with(valid(), "/spec/source/paths", json!(["."])),
+                "/spec/build/skipUnchanged",
+                json!(false),
+            ),
+        ),
     ]
 }
 
@@ -222,6 +238,30 @@ pub fn cel_cases() -> Vec<(&'static str, Value, &'static str)> {
             "long name",
             with(valid(), "/metadata/name", json!("a".repeat(64))),
             "at most 63 characters",
+        ),
+        (
+            "a monorepoRef beside a repository",
+            with(valid(), "/spec/source/monorepoRef", json!({"name": "shop"})),
+            "set either source.monorepoRef",
+        ),
+        (
+            "no repository and no monorepoRef",
+            with(
+                valid(),
+                "/spec/source",
+                json!({"paths": ["services/banana"]}),
+            ),
+            "set either source.monorepoRef",
+        ),
+        (
+            "a path out of the repository",
+            with(valid(), "/spec/source/paths", json!(["services/../../etc"])),
+            "source.paths entries must be relative",
+        ),
+        (
+            "an absolute path",
+            with(valid(), "/spec/source/paths", json!(["/etc"])),
+            "source.paths entries must be relative",
         ),
     ]
 }

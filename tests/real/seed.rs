@@ -204,8 +204,10 @@ pub async fn seed_scenario(seed: &mut RealSeed, controller: impl Fn() -> Control
         generations_after["banana"],
         generations_before["banana"] + 1
     );
-    // Two build Jobs for commit 2, and no others.
-    assert_eq!(jobs_seen.lock().unwrap().len() - jobs_before, 2);
+    // One build Job for commit 2, banana's: orange's inputs did not change, so its build was
+    // skipped and its image got the commit's tag.
+    assert_eq!(jobs_seen.lock().unwrap().len() - jobs_before, 1);
+    assert_eq!(orange["status"]["build"]["digestSource"], "Reused");
 
     // The registry: orange's `latest` is not PUT again, banana's exactly once; no blob of
     // orange's is uploaded.
@@ -217,15 +219,17 @@ pub async fn seed_scenario(seed: &mut RealSeed, controller: impl Fn() -> Control
             .count()
     };
     assert_eq!(puts("shop/orange", "latest"), 0);
+    assert_eq!(
+        puts("shop/orange", &rev2[..12]),
+        1,
+        "orange's image tagged with commit 2"
+    );
     assert_eq!(puts("shop/banana", "latest"), 1);
     let orange_uploads = since
         .iter()
         .filter(|r| r.is_blob_upload() && r.path.contains("/shop/orange/"))
         .count();
-    assert_eq!(
-        orange_uploads, 0,
-        "orange's identical build uploads no blob"
-    );
+    assert_eq!(orange_uploads, 0, "orange's commit-2 tag uploads no blob");
 
     // Nomad: one enforced POST for banana that changes only the image; none for orange.
     assert_eq!(nomad.posts("orange") - orange_posts, 0);
@@ -283,7 +287,12 @@ pub async fn seed_scenario(seed: &mut RealSeed, controller: impl Fn() -> Control
     );
     assert_eq!(
         common::counter(&text, "monoship_builds_total{result=\"started\"}"),
-        4.0,
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        common::counter(&text, "monoship_builds_total{result=\"skipped\"}"),
+        1.0,
         "{text}"
     );
     let (code, _) = running.get("/readyz").await;
