@@ -2,7 +2,8 @@
 //!
 //! The real controller runs against an in-process Kubernetes API server, a job runner that runs
 //! each build Job as local processes, a real `docker-registry` on 127.0.0.1 and a git monorepo
-//! with two services, banana and orange. Three commits are played:
+//! with two services, banana and orange. Both ServiceBuilds follow one Monorepo, so each commit
+//! is one line: the Monorepo's `spec.revision`. Three commits are played:
 //!
 //! 1. the initial commit: both services are built and promoted;
 //! 2. a commit that changes only banana: banana is built and promoted with a new digest;
@@ -21,11 +22,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use monoship::app::{self, Options};
 use monoship::controller::{GitCacheSettings, Settings};
 use monoship::metrics::Metrics;
-use monoship_testkit::scenario::{SERVICES, Seed};
+use monoship_testkit::scenario::{NAMESPACE, SERVICES, Seed};
 use serde_json::Value;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -207,7 +212,7 @@ async fn play(
     seed.api.reset_counters();
     let mark = seed.registry.mark();
     let clock = Instant::now();
-    seed.set_revision(revision).await;
+    set_monorepo_revision(seed, revision).await;
     let settled = seed.settled(revision).await;
     let elapsed = clock.elapsed();
     let writes = seed.api.writes();
@@ -255,6 +260,7 @@ async fn play(
         rows.push(row);
     }
     print_table(&rows);
+    print_monorepo(seed, revision, &expect, problems).await;
     println!("  settled in {:.1}s\n", elapsed.as_secs_f64());
 }
 
@@ -462,4 +468,125 @@ fn print_registry(seed: &Seed, revisions: &[&str], problems: &mut Vec<String>) {
         println!("  {:w0$}  {:w1$}  {}", row[0], row[1], row[2]);
     }
     println!();
+}
+
+fn monorepos(seed: &Seed) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("monoship.dev", "v1alpha1", "Monorepo"),
+        "monorepos",
+    );
+    Api::namespaced_with(seed.client.clone(), NAMESPACE, &resource)
+}
+
+/// The one line a commit changes: the Monorepo's `spec.revision`. The first commit creates the
+/// Monorepo and the two ServiceBuilds that follow it.
+async fn set_monorepo_revision(seed: &Seed, revision: &str) {
+    let api = monorepos(seed);
+    let exists = api.get_opt("shop").await.ok().flatten().is_some();
+    if exists {
+        let patch = json!({"spec": {"revision": revision}});
+        if let Err(error) = api
+            .patch("shop", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            eprintln!("demo: cannot set the Monorepo's revision: {error}");
+        }
+        return;
+    }
+    let monorepo = json!({
+        "apiVersion": "monoship.dev/v1alpha1", "kind": "Monorepo",
+        "metadata": {"name": "shop", "namespace": NAMESPACE},
+        "spec": {"repository": seed.repo.url(), "revision": revision}
+    });
+    let created = match serde_json::from_value::<DynamicObject>(monorepo) {
+        Ok(object) => api
+            .create(&PostParams::default(), &object)
+            .await
+            .map(|_| ()),
+        Err(error) => Err(kube::Error::SerdeError(error)),
+    };
+    if let Err(error) = created {
+        eprintln!("demo: cannot create the Monorepo: {error}");
+    }
+    for service in SERVICES {
+        let mut object = seed.servicebuild(service, revision);
+        object["spec"]["source"] = json!({
+            "monorepoRef": {"name": "shop"},
+            "paths": [format!("services/{service}")]
+        });
+        let created = match serde_json::from_value::<DynamicObject>(object) {
+            Ok(object) => seed
+                .servicebuilds()
+                .create(&PostParams::default(), &object)
+                .await
+                .map(|_| ()),
+            Err(error) => Err(kube::Error::SerdeError(error)),
+        };
+        if let Err(error) = created {
+            eprintln!("demo: cannot create ServiceBuild {service}: {error}");
+        }
+    }
+}
+
+/// What `kubectl get mr` shows once the Monorepo has caught up with `revision`, and whether it
+/// counts what the commit should have done.
+async fn print_monorepo(
+    seed: &Seed,
+    revision: &str,
+    expect: &[Expect; 2],
+    problems: &mut Vec<String>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let monorepo = loop {
+        let object = monorepos(seed)
+            .get("shop")
+            .await
+            .ok()
+            .and_then(|o| serde_json::to_value(o).ok())
+            .unwrap_or_default();
+        let status = &object["status"];
+        let ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if (status["revision"] == revision && ready) || Instant::now() > deadline {
+            break object;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let status = &monorepo["status"];
+    let summary = &status["summary"];
+    let ready = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .map_or("-", |c| text(&c["status"]));
+    println!("  $ kubectl get mr -n shop");
+    println!(
+        "  {:<6}{:<15}{:<10}{:<9}{:<10}{:<8}READY",
+        "NAME", "REVISION", "SERVICES", "CHANGED", "PROMOTED", "FAILED"
+    );
+    let count = |key: &str| {
+        summary[key]
+            .as_u64()
+            .map_or("-".to_owned(), |n| n.to_string())
+    };
+    println!(
+        "  {:<6}{:<15}{:<10}{:<9}{:<10}{:<8}{ready}",
+        "shop",
+        text(&status["shortRevision"]),
+        count("services"),
+        count("changed"),
+        count("promoted"),
+        count("failed"),
+    );
+    let built = expect.iter().filter(|e| **e == Expect::Promoted).count();
+    if summary["changed"] != built || ready != "True" {
+        problems.push(format!(
+            "the Monorepo at {} says {summary} (Ready {ready}); {built} service(s) should have changed",
+            &revision[..12]
+        ));
+    }
 }
