@@ -108,6 +108,7 @@ async fn main() {
                 max_bytes: 64 << 20,
                 parallel_fetches: 4,
                 allow_credentials_over_http: false,
+                allowed_origins: Default::default(),
             }),
             ..Settings::default()
         },

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
+use monoship::act::origin::Allowlist;
 use monoship::app::Options;
 use monoship::build::BuildSettings;
 use monoship::controller::{GitCacheSettings, Settings};
@@ -120,6 +121,16 @@ struct RunArgs {
     /// Git fetches that run at once.
     #[arg(long, env = "MONOSHIP_PARALLEL_FETCHES", default_value_t = monoship::inputs::fetcher::DEFAULT_PARALLEL_FETCHES)]
     parallel_fetches: usize,
+    /// An origin (URL: scheme, host, port) that ServiceBuilds and Monorepos may make monoship
+    /// read git from. Repeatable; the env var takes a comma-separated list. None given: every
+    /// origin; a shared cluster should set it (a repository elsewhere is still built, never
+    /// read by the controller).
+    #[arg(
+        long = "git-allowed-origins",
+        env = "MONOSHIP_GIT_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    git_allowed_origins: Vec<String>,
     /// Do not read build inputs from git: every new revision builds (no build is skipped).
     #[arg(long, env = "MONOSHIP_NO_INPUT_KEYS")]
     no_input_keys: bool,
@@ -176,6 +187,8 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let nomad_allowed_addresses = NomadAllowlist::parse(&args.nomad_allowed_addresses)
         .map_err(|error| format!("--nomad-allowed-addresses: {error}"))?;
+    let git_allowed_origins = Allowlist::parse(&args.git_allowed_origins)
+        .map_err(|error| format!("--git-allowed-origins: {error}"))?;
     monoship::telemetry::init(matches!(args.log_format, LogFormat::Json))?;
     monoship::install_crypto_provider();
     let config = kube::Config::infer().await?;
@@ -237,6 +250,7 @@ async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send + Syn
             max_bytes: args.git_cache_max_bytes,
             parallel_fetches: args.parallel_fetches,
             allow_credentials_over_http: false,
+            allowed_origins: git_allowed_origins,
         }),
         ..Settings::default()
     };

@@ -465,6 +465,42 @@ async fn inputs_that_cannot_be_read_build_and_say_why() {
     controller.stop().await;
 }
 
+/// An admin's `--git-allowed-origins` that does not list the repository's origin: the controller
+/// sends it nothing, and the build runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_origin_the_admin_did_not_allow_is_never_read() {
+    let hook = std::sync::Arc::new(|_: &k8s_openapi::api::batch::v1::Job| {
+        HookDecision::Fail("build failed".into())
+    });
+    let server = GitServer::start(GitServerOptions::anonymous());
+    let repo = server.repo("monorepo");
+    let revision = repo.commit(
+        &[("services/banana/main.go", Some("package banana\n"))],
+        "one",
+    );
+    let mut seed = Seed::start_with(Some(hook), Vec::new()).await;
+    let mut settings = common::settings(&seed, Duration::from_secs(600));
+    if let Some(git) = settings.git_cache.as_mut() {
+        git.allowed_origins =
+            monoship::act::origin::Allowlist::parse(&["https://git.example.com"]).unwrap();
+    }
+    let controller = common::start_with(seed.client.clone(), settings, None).await;
+    seed.source_url = Some(repo.http_url());
+    seed.set_service_revision("banana", &revision).await;
+    let object = common::wait_for(&seed, "banana", "a build", |o| {
+        o["status"]["build"]["inputsMessage"].is_string()
+    })
+    .await;
+    let message = object["status"]["build"]["inputsMessage"].as_str().unwrap();
+    assert!(
+        message.contains("is not in the origins inputs may be read from (--git-allowed-origins: https://git.example.com:443)"),
+        "{message}"
+    );
+    assert_eq!(common::job_creates(&seed), 1, "the build runs");
+    assert_eq!(server.requests(), 0, "nothing was sent to the repository");
+    controller.stop().await;
+}
+
 /// Over `file://`: a commit outside every service's paths builds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_file_url_is_read_too() {

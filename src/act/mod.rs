@@ -13,6 +13,7 @@
 
 pub mod build;
 pub mod image;
+pub mod origin;
 pub mod registry;
 pub mod secrets;
 pub mod targets;

@@ -59,6 +59,7 @@ impl Context {
                 Ok(cache) => Some(Arc::new(Fetcher::new(
                     cache.allow_credentials_over_http(git.allow_credentials_over_http),
                     git.parallel_fetches,
+                    git.allowed_origins.clone(),
                 ))),
                 Err(error) => {
                     warn!(%error, "the git cache cannot be used: builds are never skipped");

@@ -83,6 +83,8 @@ pub struct GitCacheSettings {
     /// Send git credentials over plain `http://` (tests against a loopback server only; release
     /// builds of gix refuse it anyway).
     pub allow_credentials_over_http: bool,
+    /// The origins inputs may be read from; empty allows every origin.
+    pub allowed_origins: crate::act::origin::Allowlist,
 }
 
 impl Default for Settings {

@@ -18,6 +18,7 @@ use tracing::{debug, info};
 
 use super::git::{Credentials, Fetched, GitCache, PathObject};
 use super::key::{input_key, normalize};
+use crate::act::origin::{Allowlist, Origin};
 use crate::api::ServiceBuildSpec;
 use crate::pipeline::observe::Inputs;
 
@@ -61,6 +62,8 @@ enum Entry {
 /// Fetches commits into the git cache in the background, once per commit.
 pub struct Fetcher {
     cache: Arc<GitCache>,
+    /// The origins inputs may be read from (`--git-allowed-origins`); empty allows all.
+    allowed: Allowlist,
     entries: Mutex<HashMap<FetchKey, Entry>>,
     permits: Arc<Semaphore>,
     wake: broadcast::Sender<Waiter>,
@@ -68,9 +71,10 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(cache: GitCache, parallel: usize) -> Self {
+    pub fn new(cache: GitCache, parallel: usize, allowed: Allowlist) -> Self {
         Self {
             cache: Arc::new(cache),
+            allowed,
             entries: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(parallel.max(1))),
             wake: broadcast::channel(WAKE_CAPACITY).0,
@@ -104,6 +108,9 @@ impl Fetcher {
             Ok(paths) => paths,
             Err(message) => return Inputs::Unreadable(message),
         };
+        if let Err(message) = self.check_origin(&spec.source.repository) {
+            return Inputs::Unreadable(message);
+        }
         let key = FetchKey {
             scope,
             repository: spec.source.repository.clone(),
@@ -166,6 +173,7 @@ impl Fetcher {
         branch: String,
         credentials: Option<Credentials>,
     ) -> Result<String, String> {
+        self.check_origin(&repository)?;
         let cache = self.cache.clone();
         tokio::task::spawn_blocking(move || {
             cache.branch_head(&scope, &repository, &branch, credentials.as_ref())
@@ -173,6 +181,25 @@ impl Fetcher {
         .await
         .map_err(|error| format!("reading the branch stopped: {error}"))?
         .map_err(|error| error.to_string())
+    }
+
+    /// Whether the admin's allowlist lets monoship read `repository` (checked before any
+    /// request, with the same sentence whether or not the server exists).
+    fn check_origin(&self, repository: &str) -> Result<(), String> {
+        if self.allowed.allows_all() {
+            return Ok(());
+        }
+        let origin = reqwest::Url::parse(repository)
+            .ok()
+            .and_then(|url| Origin::of(&url));
+        match origin {
+            Some(origin) if self.allowed.allows(&origin) => Ok(()),
+            _ => Err(format!(
+                "{repository} is not in the origins inputs may be read from \
+                 (--git-allowed-origins: {})",
+                self.allowed
+            )),
+        }
     }
 
     fn state(&self, key: &FetchKey, waiter: &Waiter) -> State {

@@ -328,9 +328,11 @@ def git_cache_is_a_bounded_empty_dir_or_off():
     assert "volumeMounts" not in c
     assert "--no-input-keys" in c["args"]
     assert not [a for a in c["args"] if a.startswith("--git-cache")]
-    _, c = container(rendered({"gitCache": {"maxBytes": 5368709120, "parallelFetches": 2}}))
+    _, c = container(rendered({"gitCache": {"maxBytes": 5368709120, "parallelFetches": 2,
+                                            "allowedOrigins": ["https://git.example.com"]}}))
     assert "--git-cache-max-bytes=5368709120" in c["args"]
     assert "--parallel-fetches=2" in c["args"]
+    assert "--git-allowed-origins=https://git.example.com" in c["args"]
 
 
 @test

@@ -75,6 +75,7 @@ pub fn settings(seed: &Fixture, resync: Duration) -> Settings {
             max_bytes: 256 << 20,
             parallel_fetches: 4,
             allow_credentials_over_http: true,
+            allowed_origins: Default::default(),
         }),
         ..Settings::default()
     }

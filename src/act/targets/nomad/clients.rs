@@ -14,11 +14,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use reqwest::Url;
 use reqwest::header::HeaderValue;
 use sha2::{Digest, Sha256};
 
@@ -32,91 +30,7 @@ use crate::conditions::reasons;
 /// is dropped beyond that.
 pub const MAX_CLIENTS: usize = 64;
 
-/// The scheme, host and port of a Nomad address: what the allowlist compares and what a
-/// token is bound to. Written `scheme://host:port`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NomadOrigin {
-    scheme: String,
-    host: String,
-    port: u16,
-}
-
-impl NomadOrigin {
-    /// The origin of an `http`/`https` URL with a host; `None` otherwise.
-    pub fn of(url: &Url) -> Option<Self> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return None;
-        }
-        Some(Self {
-            scheme: url.scheme().to_owned(),
-            host: url.host_str()?.to_owned(),
-            port: url.port_or_known_default()?,
-        })
-    }
-}
-
-impl fmt::Display for NomadOrigin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
-    }
-}
-
-impl FromStr for NomadOrigin {
-    type Err = String;
-
-    /// `http(s)://host[:port]`, nothing else: no path, query, fragment or user info.
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim();
-        let wrong = |detail: &str| {
-            format!("{text:?} is not a Nomad address like https://nomad.example.com:4646: {detail}")
-        };
-        let url = Url::parse(text).map_err(|e| wrong(&e.to_string()))?;
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(wrong("it must not carry user info"));
-        }
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-            return Err(wrong("it must be scheme, host and port only"));
-        }
-        Self::of(&url).ok_or_else(|| wrong("it must be an http:// or https:// URL with a host"))
-    }
-}
-
-/// The Nomad addresses ServiceBuilds may name. Empty: every address is allowed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NomadAllowlist(Vec<NomadOrigin>);
-
-impl NomadAllowlist {
-    pub fn new(origins: Vec<NomadOrigin>) -> Self {
-        Self(origins)
-    }
-
-    /// Parses every entry (see [`NomadOrigin`]); empty entries are skipped.
-    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
-        entries
-            .iter()
-            .map(AsRef::as_ref)
-            .filter(|e| !e.trim().is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(Self)
-    }
-
-    /// Whether any address is allowed (no entries).
-    pub fn allows_all(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn allows(&self, origin: &NomadOrigin) -> bool {
-        self.allows_all() || self.0.contains(origin)
-    }
-}
-
-impl fmt::Display for NomadAllowlist {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let entries: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&entries.join(", "))
-    }
-}
+pub use crate::act::origin::{Allowlist as NomadAllowlist, Origin as NomadOrigin};
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ClientKey {
