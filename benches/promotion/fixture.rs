@@ -18,8 +18,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use monoship_testkit::apiserver::{ApiServer, ApiServerConfig, WriteRecord};
+use monoship_testkit::git::GitRepo;
+use monoship_testkit::git_server::{GitServer, GitServerOptions};
 use monoship_testkit::jobrunner::{HookDecision, JobRunner, JobRunnerOptions};
-use monoship_testkit::oci;
 use monoship_testkit::registry::TestRegistry;
 use monoship_testkit::scenario::{servicebuild_resource, settled_at};
 use serde_json::{Value, json};
@@ -36,9 +37,14 @@ use crate::{Outcome, fail};
 pub const NAMESPACE: &str = "bench";
 const CONTAINER: &str = "app";
 
-/// The API server, the registry, and where the bench writes its files.
+/// The API server, the registry, the monorepo on its git server, and where the bench writes
+/// its files.
 pub struct Fixture {
     pub api: ApiServer,
+    /// The monorepo: a bare repository served over smart HTTP (`git http-backend`), every
+    /// request counted.
+    pub git: GitServer,
+    pub repo: GitRepo,
     pub client: Client,
     pub registry: TestRegistry,
     /// The registry's proxy, which records every request.
@@ -47,6 +53,8 @@ pub struct Fixture {
     pub out_dir: PathBuf,
     log_path: PathBuf,
     kubeconfig: PathBuf,
+    /// The controller's git cache (`--git-cache-dir`), emptied when the bench starts.
+    git_cache: PathBuf,
 }
 
 impl Fixture {
@@ -67,8 +75,15 @@ impl Fixture {
             http: reqwest::Client::new(),
             backend: registry.backend_host(),
         };
+        let git = GitServer::start(GitServerOptions::anonymous());
+        let repo = git.repo("monorepo");
+        let git_cache = out_dir.join("git-cache");
+        let _ = std::fs::remove_dir_all(&git_cache);
         Ok(Self {
             api,
+            git,
+            repo,
+            git_cache,
             client,
             registry,
             host,
@@ -79,9 +94,39 @@ impl Fixture {
         })
     }
 
+    /// Commit a change to the inputs of each of `services` (`services/<name>/data.txt`);
+    /// returns the commit id.
+    pub fn commit(&self, services: &[String], what: &str) -> String {
+        let files: Vec<(String, String)> = services
+            .iter()
+            .map(|s| (format!("services/{s}/data.txt"), format!("{s} {what}\n")))
+            .collect();
+        let changes: Vec<(&str, Option<&str>)> = files
+            .iter()
+            .map(|(path, content)| (path.as_str(), Some(content.as_str())))
+            .collect();
+        self.repo.commit(&changes, what)
+    }
+
+    /// Fetch commands the controller sent to the git server (gix announces itself as
+    /// `agent=git/oxide-…`).
+    pub fn controller_fetches(&self) -> usize {
+        self.git
+            .log()
+            .iter()
+            .filter(|r| r.body.contains("command=fetch") && r.body.contains("agent=git/oxide"))
+            .count()
+    }
+
     /// A new `monoship run` process, ready.
     pub async fn start_controller(&self) -> Outcome<Controller> {
-        Controller::start(&self.kubeconfig, &self.host, &self.log_path).await
+        Controller::start(
+            &self.kubeconfig,
+            &self.host,
+            &self.log_path,
+            &self.git_cache,
+        )
+        .await
     }
 }
 
@@ -89,6 +134,8 @@ impl Fixture {
 /// its own repository holding the image its build "pushed" for each revision.
 pub struct Fleet {
     host: String,
+    /// The monorepo's URL on the git server.
+    repository: String,
     pub count: usize,
     /// The image every service's build yields, and the one the changed service's does in P3.
     pub image_a: Image,
@@ -135,7 +182,8 @@ impl Fleet {
         build_image(&setup.backend, "bench/base", "b", 2, small(200)).await?;
         let image_a = setup.image("bench/base", "a").await?;
         let image_b = setup.image("bench/base", "b").await?;
-        let rev1 = revision("rev1");
+        let names: Vec<String> = (0..count).map(service).collect();
+        let rev1 = fixture.commit(&names, "rev1");
         let image = &image_a;
         for_each_service(count, 16, |name| {
             let repository = repository_path(&name);
@@ -163,6 +211,7 @@ impl Fleet {
 
         let fleet = Self {
             host: fixture.host.clone(),
+            repository: fixture.repo.http_url(),
             count,
             revisions: (0..count).map(|i| (service(i), rev1.clone())).collect(),
             image_a,
@@ -224,7 +273,7 @@ impl Fleet {
             "metadata": {"name": service, "namespace": NAMESPACE},
             "spec": {
                 "source": {
-                    "repository": "https://git.example.org/monorepo.git",
+                    "repository": self.repository,
                     "revision": revision,
                     "paths": [format!("services/{service}")]
                 },
@@ -292,11 +341,6 @@ fn deployment(host: &str, service: &str) -> Outcome<Deployment> {
             }
         }
     }))?)
-}
-
-/// A 40-hex revision named by `seed` (the job runner's hook never checks it out).
-pub fn revision(seed: &str) -> String {
-    oci::sha256_digest(seed.as_bytes())["sha256:".len()..][..40].to_owned()
 }
 
 /// The revision's tag, as the build pushes it.

@@ -9,8 +9,8 @@ use monoship_testkit::registry::RecordedRequest;
 use serde_json::json;
 
 use crate::fixture::{
-    Fixture, Fleet, classes, classes_text, job_creates, phase, progress, repository_path, revision,
-    service, set_revision, short, skopeo_copy, wait_settled,
+    Fixture, Fleet, classes, classes_text, job_creates, phase, progress, repository_path, service,
+    set_revision, short, skopeo_copy, wait_settled,
 };
 use crate::report::Report;
 use crate::{Outcome, fail};
@@ -27,7 +27,8 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     progress("P1b: one unchanged service");
     let (api, client, controller) = (&fixture.api, &fixture.client, &fleet.controller);
     let solo = service(1.min(fleet.count - 1));
-    let rev_b = revision("p1b");
+    // A commit that changes solo's inputs (so it builds) but not its image.
+    let rev_b = fixture.commit(std::slice::from_ref(&solo), "p1b");
     fixture
         .setup
         .tag(&fleet.image_a, &repository_path(&solo), short(&rev_b))

@@ -14,8 +14,8 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::fixture::{
-    Fixture, Fleet, NAMESPACE, percentile, progress, repository_path, revision, service,
-    set_revision, short, sorted, wait_settled,
+    Fixture, Fleet, NAMESPACE, percentile, progress, repository_path, service, set_revision, short,
+    sorted, wait_settled,
 };
 use crate::report::Report;
 use crate::{Outcome, fail};
@@ -50,8 +50,9 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
         })
     };
     let target = service(0);
+    // Each change is a commit to the target's inputs, so each builds.
     let revisions: Vec<String> = (0..P5_CHANGES)
-        .map(|i| revision(&format!("p5-{i}")))
+        .map(|i| fixture.commit(std::slice::from_ref(&target), &format!("p5-{i}")))
         .collect();
     let target_repository = repository_path(&target);
     for rev in &revisions {
