@@ -346,3 +346,31 @@ async fn a_missing_monorepo_stalls_and_a_failed_build_shows() {
     assert!(condition["message"].as_str().unwrap().contains("orange"));
     controller.stop().await;
 }
+
+/// A branch that cannot be read stalls the Monorepo with the reason, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_branch_that_cannot_be_read_stalls_the_monorepo() {
+    let seed = Seed::start().await;
+    let controller = common::start(&seed, Duration::from_secs(600)).await;
+    let unreachable = monoship_testkit::git_server::url_unreachable("monorepo");
+    create_monorepo(
+        &seed,
+        "shop",
+        json!({"repository": unreachable, "ref": {"branch": "main"}, "interval": "10s"}),
+    )
+    .await;
+    let stalled = wait_monorepo(&seed, "shop", "to stall", |o| {
+        common::condition(o, "Stalled").is_some()
+    })
+    .await;
+    let condition = common::condition(&stalled, "Stalled").unwrap();
+    assert_eq!(condition["reason"], "RepositoryUnreadable");
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("reading branch main of http://127.0.0.1:"),
+        "{message}"
+    );
+    assert_eq!(ready(&stalled), Some("False"));
+    assert!(stalled["status"].get("revision").is_none());
+    controller.stop().await;
+}

@@ -2,7 +2,7 @@
 //! that cannot run, provenance).
 
 use super::*;
-use crate::api::{DigestSource, Phase};
+use crate::api::{BuildStatus, CurrentStatus, DigestSource, HistoryEntry, Phase};
 use crate::pipeline::fixtures::*;
 use crate::pipeline::observe::{JobState, ObservedJob};
 use crate::pipeline::outcome::PinOutcome;
@@ -290,5 +290,59 @@ fn a_skipped_build_is_recorded_then_settles_unchanged() {
         reasons,
         [reasons::UNCHANGED],
         "no DigestResolved for a skipped build"
+    );
+}
+
+/// A rollback by reuse: the ServiceBuild whose own promotion moved the digest back stays
+/// Promoted on every settle; one whose digest never moved is Unchanged, even at the revision
+/// that first promoted it.
+#[test]
+fn a_reused_build_is_promoted_only_by_its_own_promotion() {
+    let reused = BuildStatus {
+        reused_from: Some(OLD.into()),
+        digest_source: Some(DigestSource::Reused),
+        job_name: String::new(),
+        ..keyed(REV, D1, "k1")
+    };
+    let entry = |revision: &str, promoted: bool| HistoryEntry {
+        revision: revision.into(),
+        digest: D1.into(),
+        promoted,
+        input_key: Some("k1".into()),
+        skipped: true,
+        at: at(5),
+    };
+    let current = CurrentStatus {
+        revision: REV.into(),
+        ..current(D1, true)
+    };
+    let job = ObservedJob::missing();
+    let settle = |history: Vec<HistoryEntry>| {
+        let fixture = Fixture::new()
+            .build(reused.clone())
+            .current(current.clone())
+            .status(|s| s.history = history);
+        record(
+            &fixture.observed(&job),
+            &Plan::Settle { digest: D1.into() },
+            &Outcome::Settled {
+                targets: pin(Ok(PinOutcome::AlreadyPinned)),
+            },
+            None,
+            &at(NOW),
+        )
+        .status
+    };
+    let rolled_back = settle(vec![entry(REV, true)]);
+    assert_eq!(rolled_back.phase, Some(Phase::Promoted));
+    assert_eq!(rolled_back.history.len(), 1, "nothing added");
+    let untouched = settle(vec![entry(OLD, false)]);
+    assert_eq!(untouched.phase, Some(Phase::Unchanged));
+    assert_eq!(
+        (
+            untouched.history[0].revision.as_str(),
+            untouched.history[0].promoted
+        ),
+        (REV, false)
     );
 }
