@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use kube::CustomResourceExt;
 use monoship::act::origin::Allowlist;
 use monoship::app::Options;
 use monoship::build::BuildSettings;
@@ -152,8 +151,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crd { which } => match match which {
             None => monoship::api::crds_yaml(),
-            Some(CrdKind::Servicebuild) => serde_yaml::to_string(&monoship::ServiceBuild::crd()),
-            Some(CrdKind::Monorepo) => serde_yaml::to_string(&monoship::api::Monorepo::crd()),
+            Some(CrdKind::Servicebuild) => {
+                monoship::api::crd_yaml(monoship::api::CrdKind::ServiceBuild)
+            }
+            Some(CrdKind::Monorepo) => monoship::api::crd_yaml(monoship::api::CrdKind::Monorepo),
         } {
             Ok(yaml) => {
                 print!("{yaml}");

@@ -20,7 +20,7 @@ fn crd_file_matches_the_generated_crd() {
     let servicebuild = std::fs::read_to_string(format!("{root}/crds/servicebuild.yaml")).unwrap();
     let monorepo = std::fs::read_to_string(format!("{root}/crds/monorepo.yaml")).unwrap();
     assert!(
-        String::from_utf8_lossy(&output.stdout) == format!("{servicebuild}---\n{monorepo}"),
+        String::from_utf8_lossy(&output.stdout) == format!("{monorepo}{servicebuild}"),
         "crds/ is stale: run `for crd in servicebuild monorepo; do cargo run -q -- crd $crd > \
          crds/$crd.yaml; done`"
     );
@@ -152,7 +152,7 @@ fn the_documented_install_line_fits_the_last_applied_annotation() {
             "the last-applied annotation would be {annotation} bytes"
         );
     }
-    assert_eq!(kinds, ["ServiceBuild", "Monorepo"]);
+    assert_eq!(kinds, ["Monorepo", "ServiceBuild"]);
 }
 
 /// The build template's schema checks what monoship relies on, and keeps the rest of the pod

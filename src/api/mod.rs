@@ -69,15 +69,31 @@ impl Target {
     }
 }
 
-/// Both CRDs as one YAML stream (`monoship crd`): `crds/servicebuild.yaml`, `---`, then
-/// `crds/monorepo.yaml`.
+/// Both CRDs as one YAML stream (`monoship crd`), as `cat crds/*.yaml` gives them: each
+/// document starts with `---`, Monorepo first.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    use kube::CustomResourceExt;
     Ok(format!(
-        "{}---\n{}",
-        serde_yaml::to_string(&ServiceBuild::crd())?,
-        serde_yaml::to_string(&Monorepo::crd())?
+        "{}{}",
+        crd_yaml(CrdKind::Monorepo)?,
+        crd_yaml(CrdKind::ServiceBuild)?
     ))
+}
+
+/// One of the CRDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrdKind {
+    ServiceBuild,
+    Monorepo,
+}
+
+/// One CRD as a YAML document that starts with `---` (`crds/<kind>.yaml`).
+pub fn crd_yaml(kind: CrdKind) -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let yaml = match kind {
+        CrdKind::ServiceBuild => serde_yaml::to_string(&ServiceBuild::crd())?,
+        CrdKind::Monorepo => serde_yaml::to_string(&Monorepo::crd())?,
+    };
+    Ok(format!("---\n{yaml}"))
 }
 
 /// `{revision}` and `{shortRevision}` replaced in a `revisionTag` template.
