@@ -26,6 +26,16 @@ fn crd_file_matches_the_generated_crd() {
     );
 }
 
+/// The names of a CRD version's printer columns.
+fn printer_columns(version: &Value) -> Vec<&str> {
+    version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn crd_names_scope_columns_and_status_subresource() {
     let crd = serde_json::to_value(ServiceBuild::crd()).unwrap();
@@ -35,12 +45,7 @@ fn crd_names_scope_columns_and_status_subresource() {
     let version = &crd["spec"]["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert_eq!(version["subresources"]["status"], json!({}));
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let columns = printer_columns(version);
     assert_eq!(columns, ["Revision", "Digest", "Phase", "Ready", "Age"]);
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
@@ -187,12 +192,7 @@ fn monorepo_admission_wants_exactly_one_of_revision_and_ref() {
     let version = &crd["spec"]["versions"][0];
     assert_eq!(crd["spec"]["names"]["shortNames"], json!(["mr"]));
     assert_eq!(version["subresources"]["status"], json!({}));
-    let columns: Vec<&str> = version["additionalPrinterColumns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let columns = printer_columns(version);
     assert_eq!(
         columns,
         [

@@ -265,6 +265,13 @@ mod tests {
         Time(jiff::Timestamp::from_second(seconds).unwrap_or_default())
     }
 
+    fn ready_of(
+        status: &MonorepoStatus,
+    ) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        let ready = status.conditions.iter().find(|c| c.type_ == types::READY);
+        ready.unwrap_or_else(|| panic!("no Ready condition: {status:?}"))
+    }
+
     #[test]
     fn a_rollout_counts_its_followers_and_completes_once() {
         let statuses = [
@@ -299,11 +306,7 @@ mod tests {
             notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
             [reasons::REVISION_CHANGED]
         );
-        let ready = first
-            .conditions
-            .iter()
-            .find(|c| c.type_ == types::READY)
-            .unwrap();
+        let ready = ready_of(&first);
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", reasons::ROLLING_OUT)
@@ -315,11 +318,7 @@ mod tests {
             notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
             [reasons::ROLLOUT_COMPLETE]
         );
-        let ready = second
-            .conditions
-            .iter()
-            .find(|c| c.type_ == types::READY)
-            .unwrap();
+        let ready = ready_of(&second);
         assert_eq!(ready.status, "True");
         let (third, notes) = record_rollout(&second, done, Some(1), 10, &at(3));
         assert!(notes.is_empty(), "announced once");
@@ -349,11 +348,7 @@ mod tests {
             fourth.history[0].revision, R2,
             "the previous revision goes to history"
         );
-        let ready = fourth
-            .conditions
-            .iter()
-            .find(|c| c.type_ == types::READY)
-            .unwrap();
+        let ready = ready_of(&fourth);
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", reasons::ROLLOUT_FAILED)
