@@ -25,6 +25,9 @@ use crate::{Error, Result};
 
 /// How often a Monorepo without a revision is looked at again.
 const RETRY: Duration = Duration::from_secs(30);
+/// How often a Monorepo whose followers still build is summarized again (it writes only what
+/// changed).
+const ROLLING_OUT_RECHECK: Duration = Duration::from_secs(2);
 
 /// One reconcile of one Monorepo.
 pub async fn reconcile_monorepo(monorepo: Arc<Monorepo>, ctx: Arc<Context>) -> Result<Action> {
@@ -130,10 +133,19 @@ pub async fn reconcile_monorepo(monorepo: Arc<Monorepo>, ctx: Arc<Context>) -> R
         write_status(&ctx, &namespace, &name, &status).await?;
     }
     publish(&ctx, &monorepo, &status, notes).await;
-    Ok(match (next_poll, revision) {
-        (Some(wait), _) => Action::requeue(wait),
-        (None, None) => Action::requeue(RETRY),
-        (None, Some(_)) => Action::await_change(),
+    // While followers build, look again soon: a follower's change can reach this controller
+    // before the cache it reads followers from has it.
+    let rolling_out = status.summary.as_ref().is_some_and(|s| s.building > 0);
+    let wait = match (next_poll, &revision) {
+        (Some(wait), _) => Some(wait),
+        (None, None) => Some(RETRY),
+        (None, Some(_)) => None,
+    };
+    Ok(match (wait, rolling_out) {
+        (Some(wait), true) => Action::requeue(wait.min(ROLLING_OUT_RECHECK)),
+        (Some(wait), false) => Action::requeue(wait),
+        (None, true) => Action::requeue(ROLLING_OUT_RECHECK),
+        (None, false) => Action::await_change(),
     })
 }
 

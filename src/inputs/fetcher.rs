@@ -28,6 +28,9 @@ pub const DEFAULT_PARALLEL_FETCHES: usize = 4;
 pub const FAILURE_TTL: Duration = Duration::from_secs(60);
 /// Finished fetches remembered (the commits stay in the on-disk cache either way).
 pub const MAX_ENTRIES: usize = 4096;
+/// Lookups of cached commits that run at once: a commit that 1000 ServiceBuilds wait for
+/// wakes them together, and each lookup is a few milliseconds of blocking work.
+const LOOKUPS: usize = 4;
 /// Waiters named on the wake-up channel before a slow receiver misses some (it then finds the
 /// commit at its next requeue).
 const WAKE_CAPACITY: usize = 16_384;
@@ -66,6 +69,8 @@ pub struct Fetcher {
     allowed: Allowlist,
     entries: Mutex<HashMap<FetchKey, Entry>>,
     permits: Arc<Semaphore>,
+    /// Lookups that run at once (each on a blocking thread).
+    lookups: Arc<Semaphore>,
     wake: broadcast::Sender<Waiter>,
     fetches: std::sync::atomic::AtomicU64,
 }
@@ -77,6 +82,7 @@ impl Fetcher {
             allowed,
             entries: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(parallel.max(1))),
+            lookups: Arc::new(Semaphore::new(LOOKUPS)),
             wake: broadcast::channel(WAKE_CAPACITY).0,
             fetches: std::sync::atomic::AtomicU64::new(0),
         }
@@ -155,9 +161,11 @@ impl Fetcher {
 
     /// The objects at `paths` of a fetched commit, read off the async workers.
     async fn lookup(&self, key: &FetchKey, paths: &[String]) -> Result<Vec<PathObject>, String> {
+        let permit = self.lookups.clone().acquire_owned().await;
         let cache = self.cache.clone();
         let (key, paths) = (key.clone(), paths.to_vec());
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             cache.lookup(&key.scope, &key.repository, &key.revision, &paths)
         })
         .await

@@ -144,6 +144,22 @@ struct Entry {
     slot: RwLock<Slot>,
     last_used: AtomicU64,
     size: AtomicU64,
+    /// The repository as last opened for lookups, shared by them: opening it (config, refs,
+    /// pack indices) costs more than a lookup. Dropped by every fetch.
+    opened: Mutex<Option<gix::ThreadSafeRepository>>,
+}
+
+impl Entry {
+    /// The repository for a lookup, opened once and shared until the next fetch.
+    fn repository(&self) -> Result<gix::Repository, GitError> {
+        let mut opened = lock(&self.opened);
+        if let Some(repo) = opened.as_ref() {
+            return Ok(repo.to_thread_local());
+        }
+        let repo = store::open(&self.dir)?;
+        *opened = Some(repo.clone().into_sync());
+        Ok(repo)
+    }
 }
 
 #[derive(Default)]
@@ -196,6 +212,7 @@ impl GitCache {
                     slot: RwLock::new(Slot::default()),
                     last_used: AtomicU64::new(order as u64),
                     size: AtomicU64::new(found.size),
+                    opened: Mutex::new(None),
                 };
                 (found.key, Arc::new(entry))
             })
@@ -270,6 +287,7 @@ impl GitCache {
                 tracing::info!(repository = %url.text, packs = MAX_PACKS, "git cache: starting the repository over");
                 repo = store::reset(&entry.dir, &url.text)?;
             }
+            *lock(&entry.opened) = None;
             let result = fetch::fetch(&repo, &url, id, credentials, self.limits);
             entry
                 .size
@@ -315,7 +333,7 @@ impl GitCache {
                 continue;
             }
             entry.last_used.store(self.tick(), Ordering::SeqCst);
-            let repo = store::open(&entry.dir)?;
+            let repo = entry.repository()?;
             return store::lookup(&repo, id, paths)?.ok_or_else(missing);
         }
     }
@@ -375,6 +393,7 @@ impl GitCache {
                     slot: RwLock::new(Slot::default()),
                     last_used: AtomicU64::new(0),
                     size: AtomicU64::new(0),
+                    opened: Mutex::new(None),
                 })
             })
             .clone()
