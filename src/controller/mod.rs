@@ -2,6 +2,7 @@
 //! build Jobs, run only while this replica leads, stopped promptly on shutdown. One reconcile
 //! (observe → decide → act → record) is in [`reconcile`].
 
+mod events;
 mod observe;
 mod reconcile;
 
@@ -15,7 +16,6 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::observe::Policy;
 use crate::telemetry::Health;
 use crate::{Error, Result};
+use events::Recorder;
 
 /// How often a settled ServiceBuild is looked at again, to find drifted targets.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(600);
@@ -110,15 +111,15 @@ impl Context {
         leadership: Leadership,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: settings.reporter.clone(),
-            instance: settings.instance.clone(),
-        };
         Self {
             registry: RegistryClient::new(settings.insecure_registries.clone())
                 .with_metrics(metrics.clone()),
             nomad: NomadClients::new(settings.nomad_allowed_addresses.clone()),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(
+                client.clone(),
+                settings.reporter.clone(),
+                settings.instance.clone(),
+            ),
             client,
             settings,
             leadership,

@@ -9,7 +9,6 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info_span, warn};
@@ -382,18 +381,7 @@ impl Writer<'_> {
         let reference = self.sb.object_ref(&());
         for note in self.events.drain(..) {
             self.ctx.metrics.count(note.reason);
-            let event = Event {
-                type_: if note.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: note.reason.to_owned(),
-                note: Some(note.message),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = self.ctx.recorder.publish(&event, &reference).await {
+            if let Err(error) = self.ctx.recorder.publish(&note, &reference).await {
                 warn!(%error, "could not publish an Event");
             }
         }
