@@ -2,6 +2,7 @@
 //! build Jobs, run only while this replica leads, stopped promptly on shutdown. One reconcile
 //! (observe → decide → act → record) is in [`reconcile`].
 
+mod cache;
 mod events;
 mod observe;
 mod reconcile;
@@ -13,11 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -25,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::act::build::BuildSettings;
 use crate::act::registry::RegistryClient;
 use crate::act::targets::nomad::{NomadAllowlist, NomadClients};
-use crate::api::{SERVICEBUILD_LABEL, ServiceBuild};
+use crate::api::ServiceBuild;
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::pipeline::observe::Policy;
@@ -216,13 +215,7 @@ pub async fn run(
     health: Health,
     shutdown: CancellationToken,
 ) {
-    let (servicebuilds, jobs) = match &settings.namespace {
-        Some(ns) => (
-            Api::<ServiceBuild>::namespaced(client.clone(), ns),
-            Api::<Job>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let watches = cache::Watches::new(&client, settings.namespace.as_deref());
     let context = Arc::new(Context::new(client, settings, leadership.clone(), metrics));
     loop {
         let mut waiting = leadership.clone();
@@ -234,14 +227,7 @@ pub async fn run(
             () = waiting.wait_for(true) => {}
         }
         info!("leading: starting the controller");
-        let controller = Controller::new(
-            servicebuilds.clone(),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns(
-            jobs.clone(),
-            watcher::Config::default().labels(SERVICEBUILD_LABEL),
-        );
+        let controller = watches.controller();
         let store = controller.store();
         let pruning = {
             let (store, context) = (store.clone(), context.clone());
