@@ -1,12 +1,14 @@
 //! What the controller watches and keeps: every ServiceBuild in a reflector store, as much of it
-//! as a reconcile reads, and the metadata of build Jobs, only to wake their owners.
+//! as a reconcile reads, and the metadata of build Jobs, only to wake their owners (a reconcile
+//! reads its Job from the API server).
 //!
-//! A ServiceBuild is read without `metadata.managedFields` and without the
-//! `kubectl.kubernetes.io/last-applied-configuration` annotation: no reconcile reads either,
-//! and at 1000 ServiceBuilds the managed fields were two thirds of the store. They are skipped
-//! while the API server's answer is parsed, so not even an initial list holds them at once.
-//! The store still holds the whole spec (the build template makes the Job) and the whole status
-//! (a reconcile starts from it and writes it back).
+//! Both are read without `metadata.managedFields`, and ServiceBuilds without the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation: no reconcile reads them, and
+//! at 1000 ServiceBuilds the managed fields were two thirds of the store, and most of a fresh
+//! controller's initial lists. They are skipped while the API server's answer is parsed, so not
+//! even an initial list holds them. The store still holds the whole spec of a ServiceBuild (the
+//! build template makes the Job) and the whole status (a reconcile starts from it and writes it
+//! back).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -31,7 +33,7 @@ pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-co
 /// The API objects the controller watches, in one namespace or all.
 pub struct Watches {
     servicebuilds: Api<Watched>,
-    jobs: Api<Job>,
+    jobs: Api<WatchedJob>,
 }
 
 impl Watches {
@@ -59,10 +61,12 @@ impl Watches {
             ),
             writer,
         );
-        Controller::for_stream(servicebuilds, store).owns(
+        let jobs = watcher::watcher(
             self.jobs.clone(),
             watcher::Config::default().labels(SERVICEBUILD_LABEL),
         )
+        .touched_objects();
+        Controller::for_stream(servicebuilds, store).owns_stream(jobs)
     }
 }
 
@@ -130,6 +134,49 @@ impl<'de> Deserialize<'de> for Watched {
             spec,
             status,
         }))
+    }
+}
+
+/// A Job's metadata, read with the API server's metadata-only media type (as
+/// `Controller::owns` reads it) and without managed fields.
+#[derive(Clone, Debug)]
+pub struct WatchedJob(ObjectMeta);
+
+impl Resource for WatchedJob {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Job::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        Job::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        Job::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Job::plural(dt)
+    }
+    fn metadata_api() -> bool {
+        true
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.0
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for WatchedJob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Read {
+            metadata: Meta,
+        }
+        let Read { metadata } = Read::deserialize(deserializer)?;
+        Ok(Self(metadata.into()))
     }
 }
 
@@ -238,6 +285,35 @@ mod tests {
         assert_eq!(
             Watched::url_path(&(), Some("shop")),
             ServiceBuild::url_path(&(), Some("shop"))
+        );
+    }
+
+    /// A Job is read as its metadata only, from a full Job or from the metadata-only form.
+    #[test]
+    fn a_watched_job_is_its_metadata_without_managed_fields() {
+        let metadata = json!({
+            "name": "banana-1", "namespace": "shop", "uid": "j-1", "resourceVersion": "7",
+            "labels": {SERVICEBUILD_LABEL: "banana"},
+            "ownerReferences": [{"apiVersion": "monoship.dev/v1alpha1", "kind": "ServiceBuild",
+                                 "name": "banana", "uid": "u-1", "controller": true}],
+            "managedFields": [{"manager": "monoship", "operation": "Update",
+                               "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}]
+        });
+        let full = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata,
+                          "spec": {"template": {"spec": {"containers": [{"name": "b"}]}}},
+                          "status": {"succeeded": 1}});
+        let partial = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                             "metadata": metadata});
+        for value in [full, partial] {
+            let job: WatchedJob = serde_json::from_value(value).unwrap();
+            assert_eq!(job.meta().managed_fields, None);
+            assert_eq!(job.meta().name.as_deref(), Some("banana-1"));
+            assert_eq!(job.owner_references()[0].uid, "u-1");
+        }
+        assert!(WatchedJob::metadata_api());
+        assert_eq!(
+            WatchedJob::url_path(&(), Some("shop")),
+            Job::url_path(&(), Some("shop"))
         );
     }
 
