@@ -211,7 +211,7 @@ async fn one_commit_rolls_out_exactly_the_service_it_changed() {
         "{:?}",
         reasons_for("orange")
     );
-    // kube's Recorder folds repeats of one reason into a series on one Event.
+    // The recorder folds repeats of one reason into a series on one Event, as kube's does.
     for reason in [
         "BuildStarted",
         "DigestResolved",

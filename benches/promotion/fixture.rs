@@ -58,10 +58,12 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    pub async fn start() -> Outcome<Self> {
+    /// A fresh API server and registry; the controller's log goes to `log` (emptied) in the
+    /// bench's directory.
+    pub async fn start(log: &str) -> Outcome<Self> {
         let out_dir = target_dir().join("bench");
         std::fs::create_dir_all(&out_dir)?;
-        let log_path = out_dir.join("controller.log");
+        let log_path = out_dir.join(log);
         let _ = std::fs::remove_file(&log_path);
         let api = ApiServer::start_with(ApiServerConfig {
             history_limit: 200_000,
@@ -391,6 +393,10 @@ pub async fn wait_settled(
     timeout: Duration,
 ) -> Outcome<Vec<Value>> {
     let deadline = Instant::now() + timeout;
+    // Every poll lists every ServiceBuild: poll less often as there are more, so the API server
+    // spends about the same share of the machine at each size.
+    let thousands = u32::try_from(revisions.len().div_ceil(1000)).unwrap_or(u32::MAX);
+    let poll = Duration::from_millis(250) * thousands.max(1);
     // Whether a ServiceBuild is one of `revisions` and settled (or not) at its revision.
     let is = |object: &Value, settled: bool| {
         object["metadata"]["name"]
@@ -416,7 +422,7 @@ pub async fn wait_settled(
                 revisions.len()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -425,6 +431,14 @@ pub fn job_creates(writes: &[WriteRecord]) -> usize {
     writes
         .iter()
         .filter(|w| w.resource == "jobs" && w.verb == "create")
+        .count()
+}
+
+/// The writes to target Deployments among `writes`.
+pub fn target_writes(writes: &[WriteRecord]) -> usize {
+    writes
+        .iter()
+        .filter(|w| w.resource == "deployments")
         .count()
 }
 

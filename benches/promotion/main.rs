@@ -16,9 +16,12 @@
 //! - P3: one commit across every service, one of which changed.
 //! - P4: peak RSS of the controller with every ServiceBuild and its Job in cache.
 //! - P5: reaction latency from a revision change to the build Job's creation.
+//! - Scaling: peak RSS, RSS per ServiceBuild, no-op resync and one-changed commit times at
+//!   several fleet sizes (see [`scale`]).
 //!
 //! Timings are reported, never asserted. The process exits non-zero only when the harness
-//! itself fails. `MONOSHIP_BENCH_SERVICES` (default 1000) sets the number of services.
+//! itself fails. `MONOSHIP_BENCH_SERVICES` (default 1000) sets the number of services of P1-P5;
+//! `MONOSHIP_BENCH_SCALE` (default `100,1000,5000`) the sizes of the scaling table.
 
 mod fixture;
 mod p1;
@@ -28,6 +31,7 @@ mod p3;
 mod p4;
 mod p5;
 mod report;
+mod scale;
 
 use std::time::Instant;
 
@@ -66,7 +70,8 @@ async fn run(started: Instant) -> Outcome<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let fixture = Fixture::start().await?;
+    let sizes = scale::sizes()?;
+    let fixture = Fixture::start("controller.log").await?;
     let mut report = Report::default();
 
     progress("P1: tag moves, monoship and skopeo copy");
@@ -91,7 +96,12 @@ async fn run(started: Instant) -> Outcome<()> {
     p3::rows(&mut report, count, &p3, &p3_base);
     p4::row(&mut report, &p4);
     p5::rows(&mut report, count, &p5);
+    // The scaling table runs on fleets of its own: this one's API server and registry go.
+    let out_dir = fixture.out_dir.clone();
+    drop(fleet);
+    drop(fixture);
+    scale::measure(&mut report, &sizes).await?;
 
-    report.publish(count, started, &fixture.out_dir)?;
+    report.publish(count, started, &out_dir)?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use monoship_testkit::apiserver::WriteCounts;
+use monoship_testkit::apiserver::{WriteCounts, WriteRecord};
 use serde_json::json;
 
 use crate::fixture::{Fixture, Fleet, progress, tally};
@@ -15,10 +15,18 @@ pub struct P2 {
     registry_requests: usize,
 }
 
+/// What a fresh controller process did while it reconciled every ServiceBuild once.
+pub struct Resync {
+    /// From starting the process until every ServiceBuild was reconciled.
+    pub seconds: f64,
+    pub reconciles: f64,
+    pub writes: Vec<WriteRecord>,
+    pub registry_requests: usize,
+}
+
 /// Replace the controller with a new process and count what it writes and asks the registry
 /// while it reconciles every ServiceBuild once.
-pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) -> Outcome<P2> {
-    progress("P2: no-op resync by a fresh controller process");
+pub async fn resync(fixture: &Fixture, fleet: &mut Fleet) -> Outcome<Resync> {
     let (api, registry, count) = (&fixture.api, &fixture.registry, fleet.count);
     fleet.controller.kill();
     api.reset_counters();
@@ -36,9 +44,24 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     let seconds = started.elapsed().as_secs_f64();
     // Anything a reconcile started has landed after this.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let reconciles = controller.counter("monoship_reconciles_total").await?;
-    let writes = api.writes();
-    let registry_requests = registry.requests_since(mark).len();
+    Ok(Resync {
+        seconds,
+        reconciles: controller.counter("monoship_reconciles_total").await?,
+        writes: api.writes(),
+        registry_requests: registry.requests_since(mark).len(),
+    })
+}
+
+/// [`resync`], reported.
+pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) -> Outcome<P2> {
+    progress("P2: no-op resync by a fresh controller process");
+    let (api, count) = (&fixture.api, fleet.count);
+    let Resync {
+        seconds,
+        reconciles,
+        writes,
+        registry_requests,
+    } = resync(fixture, fleet).await?;
     let by_resource = tally(writes.iter().map(|w| w.resource.clone()));
     report.raw(
         "p2",

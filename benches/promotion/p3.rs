@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use monoship_testkit::apiserver::WriteCounts;
+use monoship_testkit::apiserver::{WriteCounts, WriteRecord};
 use monoship_testkit::registry::RecordedRequest;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::Outcome;
 use crate::fixture::{
     Fixture, Fleet, blob_bytes, classes, classes_text, job_creates, phase, progress,
-    repository_path, service, set_revision, short, skopeo_copy, tally, wait_settled,
+    repository_path, service, set_revision, short, skopeo_copy, tally, target_writes, wait_settled,
 };
 use crate::report::Report;
 
@@ -48,10 +48,24 @@ pub struct Baseline {
     seconds: f64,
 }
 
-/// Move every ServiceBuild to a new commit at which one service's image changed; count what
-/// the controller does until every status settles.
-pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) -> Outcome<P3> {
-    progress("P3: one commit across every service, one changed");
+/// One commit across every service, as the controller handled it.
+pub struct Commit {
+    /// The commit every service moved to.
+    pub revision: String,
+    pub writes: Vec<WriteRecord>,
+    pub requests: Vec<RecordedRequest>,
+    /// Every ServiceBuild once settled.
+    pub settled: Vec<Value>,
+    /// From the first revision patch until every status settled.
+    pub settle_seconds: f64,
+    pub patch_seconds: f64,
+    /// Fetches the controller sent to the git server for the commit.
+    pub git_fetches: usize,
+}
+
+/// Move every ServiceBuild to a new commit at which one service's image changed (its build
+/// yields another image); record what the controller does until every status settles.
+pub async fn one_changed(fixture: &Fixture, fleet: &mut Fleet) -> Outcome<Commit> {
     let (api, client, registry, setup) = (
         &fixture.api,
         &fixture.client,
@@ -72,11 +86,6 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     let fetches_before = fixture.controller_fetches();
     api.reset_counters();
     let mark = registry.mark();
-    let controller = &fleet.controller;
-    let promotions_before = controller.counter("monoship_promotions_total").await?;
-    let unchanged_before = controller
-        .counter("monoship_unchanged_builds_total")
-        .await?;
     let started = Instant::now();
     let rev2_ref = &rev2;
     fleet
@@ -88,48 +97,74 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     for name in fleet.services() {
         fleet.revisions.insert(name, rev2.clone());
     }
-    let settled = wait_settled(client, &fleet.revisions, Duration::from_secs(600)).await?;
+    let settled = wait_settled(client, &fleet.revisions, Duration::from_secs(1800)).await?;
     let settle_seconds = started.elapsed().as_secs_f64();
     let git_fetches = fixture.controller_fetches() - fetches_before;
     // Let anything still in flight land before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let writes = api.writes();
-    let requests = registry.requests_since(mark);
-    let jobs = job_creates(&writes);
-    let target_writes = writes
+    Ok(Commit {
+        revision: rev2,
+        writes: api.writes(),
+        requests: registry.requests_since(mark),
+        settled,
+        settle_seconds,
+        patch_seconds,
+        git_fetches,
+    })
+}
+
+/// The promotions of `commit`: ServiceBuilds whose current digest now comes from its revision.
+pub fn promotions(commit: &Commit) -> usize {
+    commit
+        .settled
         .iter()
-        .filter(|w| w.resource == "deployments")
-        .count();
+        .filter(|o| o["status"]["current"]["revision"] == commit.revision.as_str())
+        .count()
+}
+
+/// [`one_changed`], counted and reported.
+pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) -> Outcome<P3> {
+    progress("P3: one commit across every service, one changed");
+    let promotions_before = fleet
+        .controller
+        .counter("monoship_promotions_total")
+        .await?;
+    let unchanged_before = fleet
+        .controller
+        .counter("monoship_unchanged_builds_total")
+        .await?;
+    let commit = one_changed(fixture, fleet).await?;
+    let jobs = job_creates(&commit.writes);
+    let target_writes = target_writes(&commit.writes);
     let controller = &fleet.controller;
     let promotions_metric =
         controller.counter("monoship_promotions_total").await? - promotions_before;
-    // A promotion: a ServiceBuild whose current digest now comes from this commit.
-    let promotions = settled
-        .iter()
-        .filter(|o| o["status"]["current"]["revision"] == rev2.as_str())
-        .count() as f64;
+    let promotions = promotions(&commit) as f64;
     let unchanged_metric = controller
         .counter("monoship_unchanged_builds_total")
         .await?
         - unchanged_before;
-    let phases = tally(settled.iter().map(|o| phase(o).to_owned()));
+    let phases = tally(commit.settled.iter().map(|o| phase(o).to_owned()));
     let (final_hwm, final_rss) = controller.memory()?;
-    let skipped = settled
+    let skipped = commit
+        .settled
         .iter()
         .filter(|o| o["status"]["build"]["digestSource"] == "Reused")
         .count();
+    let git_fetches = commit.git_fetches;
+    let requests = commit.requests;
     report.raw(
         "p3",
         json!({"jobs_created": jobs, "promotions": promotions,
                "promotions_metric_delta": promotions_metric, "unchanged_metric_delta": unchanged_metric,
                "target_writes": target_writes, "registry_requests": requests.len(),
                "registry_classes": classes(&requests), "blob_upload_bytes": blob_bytes(&requests),
-               "settle_seconds": settle_seconds, "patch_seconds": patch_seconds, "phases": phases,
-               "git_fetches": git_fetches, "skipped_builds": skipped,
+               "settle_seconds": commit.settle_seconds, "patch_seconds": commit.patch_seconds,
+               "phases": phases, "git_fetches": git_fetches, "skipped_builds": skipped,
                "controller_vmhwm_kib_after": final_hwm, "controller_vmrss_kib_after": final_rss}),
     );
     Ok(P3 {
-        revision: rev2,
+        revision: commit.revision,
         jobs,
         git_fetches,
         skipped,
@@ -137,8 +172,8 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
         promotions,
         target_writes,
         registry: requests,
-        patch_seconds,
-        settle_seconds,
+        patch_seconds: commit.patch_seconds,
+        settle_seconds: commit.settle_seconds,
         phases,
         promotions_metric,
         unchanged_metric,

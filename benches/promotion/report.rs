@@ -23,6 +23,8 @@ pub struct Row {
 #[derive(Default)]
 pub struct Report {
     rows: Vec<Row>,
+    /// Tables printed after the main one, with their titles.
+    tables: Vec<(String, String)>,
     notes: Vec<String>,
     raw: serde_json::Map<String, Value>,
 }
@@ -45,6 +47,11 @@ impl Report {
             met,
             unit,
         });
+    }
+
+    /// A table of its own, printed under `title` after the main one.
+    pub fn table(&mut self, title: &str, table: String) {
+        self.tables.push((title.to_owned(), table));
     }
 
     pub fn note(&mut self, note: impl Into<String>) {
@@ -81,6 +88,12 @@ impl Report {
         );
         println!();
         print!("{table}");
+        for (title, table) in &self.tables {
+            println!();
+            println!("{title}");
+            println!();
+            print!("{table}");
+        }
         println!();
         for note in &self.notes {
             println!("- {note}");
@@ -140,11 +153,11 @@ fn left_aligned(column: usize) -> bool {
 
 fn render(report: &Report) -> String {
     let header = ["measure", "monoship", "baseline", "ratio", "goal"];
-    let cells: Vec<[String; 5]> = report
+    let cells: Vec<Vec<String>> = report
         .rows
         .iter()
         .map(|row| {
-            [
+            vec![
                 row.measure.clone(),
                 number(row.monoship, row.unit),
                 number(row.baseline, row.unit),
@@ -153,32 +166,37 @@ fn render(report: &Report) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for line in &cells {
+    table(&header, &cells, left_aligned)
+}
+
+/// A Markdown table of `cells` under `header`; the columns for which `left` holds are
+/// left-aligned, the others right-aligned.
+pub fn table(header: &[&str], cells: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for line in cells {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 5]| {
+    let line = |cells: &[&str]| {
         let mut out = String::from("|");
         for (i, cell) in cells.iter().enumerate() {
-            let pad = " ".repeat(widths[i] - cell.chars().count());
-            if left_aligned(i) {
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            if left(i) {
                 out.push_str(&format!(" {cell}{pad} |"));
             } else {
                 out.push_str(&format!(" {pad}{cell} |"));
             }
         }
+        out.push('\n');
         out
     };
-    let mut out = String::new();
-    out.push_str(&line(header));
-    out.push('\n');
+    let mut out = line(header);
     let rule: Vec<String> = widths
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            if left_aligned(i) {
+            if left(i) {
                 format!(":{}", "-".repeat(w + 1))
             } else {
                 format!("{}:", "-".repeat(w + 1))
@@ -186,9 +204,9 @@ fn render(report: &Report) -> String {
         })
         .collect();
     out.push_str(&format!("|{}|\n", rule.join("|")));
-    for c in &cells {
-        out.push_str(&line([&c[0], &c[1], &c[2], &c[3], &c[4]]));
-        out.push('\n');
+    for c in cells {
+        let c: Vec<&str> = c.iter().map(String::as_str).collect();
+        out.push_str(&line(&c));
     }
     out
 }

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::events::Recorder;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use tracing::warn;
@@ -50,10 +50,6 @@ impl Context {
         leadership: Leadership,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: settings.reporter.clone(),
-            instance: settings.instance.clone(),
-        };
         let inputs = settings.git_cache.as_ref().and_then(|git| {
             match GitCache::new(git.dir.clone(), git.max_bytes) {
                 Ok(cache) => Some(Arc::new(Fetcher::new(
@@ -71,7 +67,11 @@ impl Context {
             registry: RegistryClient::new(settings.insecure_registries.clone())
                 .with_metrics(metrics.clone()),
             nomad: NomadClients::new(settings.nomad_allowed_addresses.clone()),
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(
+                client.clone(),
+                settings.reporter.clone(),
+                settings.instance.clone(),
+            ),
             client,
             settings,
             leadership,
@@ -149,21 +149,9 @@ impl Context {
         reference: &k8s_openapi::api::core::v1::ObjectReference,
         notes: Vec<crate::pipeline::events::Note>,
     ) {
-        use kube::runtime::events::{Event, EventType};
         for note in notes {
             self.metrics.count(note.reason);
-            let event = Event {
-                type_: if note.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: note.reason.to_owned(),
-                note: Some(note.message),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = self.recorder.publish(&event, reference).await {
+            if let Err(error) = self.recorder.publish(&note, reference).await {
                 warn!(%error, "could not publish an Event");
             }
         }

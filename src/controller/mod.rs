@@ -2,7 +2,9 @@
 //! build Jobs, run only while this replica leads, stopped promptly on shutdown. One reconcile
 //! (observe → decide → act → record) is in [`reconcile`].
 
+mod cache;
 mod context;
+mod events;
 mod monorepo;
 mod observe;
 mod reconcile;
@@ -16,7 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::batch::v1::Job;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -28,7 +29,7 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::act::build::BuildSettings;
 use crate::act::targets::nomad::NomadAllowlist;
-use crate::api::{Monorepo, SERVICEBUILD_LABEL, ServiceBuild};
+use crate::api::{Monorepo, ServiceBuild};
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::pipeline::observe::Policy;
@@ -118,17 +119,13 @@ pub async fn run(
     health: Health,
     shutdown: CancellationToken,
 ) {
-    let (servicebuilds, jobs, monorepos) = match &settings.namespace {
+    let watches = cache::Watches::new(&client, settings.namespace.as_deref());
+    let (servicebuilds, monorepos) = match &settings.namespace {
         Some(ns) => (
             Api::<ServiceBuild>::namespaced(client.clone(), ns),
-            Api::<Job>::namespaced(client.clone(), ns),
             Api::<Monorepo>::namespaced(client.clone(), ns),
         ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let context = Arc::new(Context::new(client, settings, leadership.clone(), metrics));
     loop {
@@ -141,14 +138,7 @@ pub async fn run(
             () = waiting.wait_for(true) => {}
         }
         info!("leading: starting the controller");
-        let controller = Controller::new(
-            servicebuilds.clone(),
-            watcher::Config::default().any_semantic(),
-        )
-        .owns(
-            jobs.clone(),
-            watcher::Config::default().labels(SERVICEBUILD_LABEL),
-        );
+        let controller = watches.controller();
         let controller = match &context.inputs {
             // A fetch that ends wakes the ServiceBuilds that waited for it.
             Some(fetcher) => controller.reconcile_on(woken(fetcher.subscribe())),
