@@ -7,8 +7,8 @@
 //! 2. a no-op resync by a fresh controller process, timed from its start until every
 //!    ServiceBuild was reconciled (as P2);
 //! 3. one commit across every service, one of which changed, timed until every status settles
-//!    (as P3); then the VmHWM of that second process, whose initial list held every
-//!    ServiceBuild at once.
+//!    (as P3), with the CPU time the controller used for it; then the VmHWM of that second
+//!    process, whose initial list held every ServiceBuild at once.
 //!
 //! Per ServiceBuild is (VmHWM - VmHWM before any ServiceBuild existed) / services.
 //! `MONOSHIP_BENCH_SCALE` lists the sizes (default `100,1000,5000`; add `10000` for the large
@@ -48,6 +48,8 @@ struct Size {
     promote_seconds: f64,
     resync_seconds: f64,
     settle_seconds: f64,
+    /// CPU the controller used for the one-changed commit, in seconds.
+    commit_cpu_seconds: f64,
     resync_writes: usize,
     jobs: usize,
     promotions: usize,
@@ -83,6 +85,11 @@ pub async fn measure(report: &mut Report, sizes: &[usize]) -> Outcome<()> {
                 format!("{:.1} KiB", s.per_servicebuild(s.restarted_kib)),
                 format!("{:.1} s", s.resync_seconds),
                 format!("{:.1} s", s.settle_seconds),
+                format!("{:.1} s", s.commit_cpu_seconds),
+                format!(
+                    "{:.2} ms",
+                    s.commit_cpu_seconds * 1000.0 / s.services as f64
+                ),
             ]
         })
         .collect();
@@ -94,6 +101,8 @@ pub async fn measure(report: &mut Report, sizes: &[usize]) -> Outcome<()> {
         "per ServiceBuild",
         "no-op resync",
         "one changed: settled",
+        "controller CPU",
+        "per ServiceBuild",
     ];
     report.table(
         "Scaling: the controller at each size (fresh API server, registry and controller each)",
@@ -105,7 +114,9 @@ pub async fn measure(report: &mut Report, sizes: &[usize]) -> Outcome<()> {
             json!({"services": s.services, "vmhwm_idle_kib": s.idle_kib,
                    "vmhwm_promoted_kib": s.promoted_kib, "vmhwm_restarted_kib": s.restarted_kib,
                    "promote_seconds": s.promote_seconds, "resync_seconds": s.resync_seconds,
-                   "settle_seconds": s.settle_seconds, "resync_api_writes": s.resync_writes,
+                   "settle_seconds": s.settle_seconds,
+                   "commit_controller_cpu_seconds": s.commit_cpu_seconds,
+                   "resync_api_writes": s.resync_writes,
                    "jobs_created": s.jobs, "promotions": s.promotions,
                    "target_writes": s.target_writes})
         })
@@ -131,7 +142,10 @@ pub async fn measure(report: &mut Report, sizes: &[usize]) -> Outcome<()> {
          service (as P4), \"restarted\" of the process started for the no-op resync (as P2; its \
          initial list holds every ServiceBuild at once) after it also settled one commit across \
          every service with one changed (as P3). Per ServiceBuild = (VmHWM - VmHWM before any \
-         ServiceBuild) / services. Per size: {}.",
+         ServiceBuild) / services. Controller CPU: user and system time of `monoship run` over \
+         that whole commit (from before its images were placed until 2 s after every status \
+         settled); the settle time also holds the bench's own API server, job runner and \
+         registry, on the same two cores. Per size: {}.",
         checks.join("; ")
     ));
     Ok(())
@@ -146,7 +160,9 @@ async fn one_size(services: usize) -> Outcome<Size> {
     let promote_seconds = started.elapsed().as_secs_f64();
     let (promoted_kib, _) = fleet.controller.memory()?;
     let resync = p2::resync(&fixture, &mut fleet).await?;
+    let cpu_before = fleet.controller.cpu_seconds()?;
     let commit = p3::one_changed(&fixture, &mut fleet).await?;
+    let commit_cpu_seconds = fleet.controller.cpu_seconds()? - cpu_before;
     let (restarted_kib, _) = fleet.controller.memory()?;
     fleet.stop().await;
     Ok(Size {
@@ -157,6 +173,7 @@ async fn one_size(services: usize) -> Outcome<Size> {
         promote_seconds,
         resync_seconds: resync.seconds,
         settle_seconds: commit.settle_seconds,
+        commit_cpu_seconds,
         resync_writes: resync.writes.len(),
         jobs: job_creates(&commit.writes),
         promotions: p3::promotions(&commit),

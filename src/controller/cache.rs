@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -21,7 +22,7 @@ use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector;
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::{WatchStreamExt, reflector::store::Writer};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector::store::Writer};
 use kube::{Client, Resource};
 use serde::{Deserialize, Deserializer};
 
@@ -60,7 +61,8 @@ impl Watches {
                 watcher::Config::default().any_semantic(),
             ),
             writer,
-        );
+        )
+        .predicate_filter(wakes, PredicateConfig::default());
         let jobs = watcher::watcher(
             self.jobs.clone(),
             watcher::Config::default().labels(SERVICEBUILD_LABEL),
@@ -85,6 +87,24 @@ fn servicebuild_events(
         })
         .reflect(writer)
         .applied_objects()
+}
+
+/// What of a ServiceBuild wakes a reconcile when it changes: its spec (by its generation), its
+/// annotations (the rebuild annotation) and its deletion. Not its status: every status write
+/// of the controller's own would wake one more reconcile with nothing to do, since each
+/// reconcile ends by scheduling the next look itself (a requeue), and Job changes wake their
+/// owner. A ServiceBuild seen for the first time, or not seen for an hour, always wakes one.
+fn wakes(sb: &ServiceBuild) -> Option<u64> {
+    let meta = &sb.metadata;
+    let mut hasher = DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.annotations.hash(&mut hasher);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_nanosecond())
+        .hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// A ServiceBuild as the watch reads it: without managed fields or the last applied

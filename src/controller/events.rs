@@ -7,8 +7,8 @@
 //! each, before its strings) and scans them all on every publish; at 1000 ServiceBuilds that was
 //! the largest part of the controller's heap. This recorder folds the same repeats into the same
 //! series and keeps, per series, the first Event's name, its count and when it was last seen, for
-//! at most [`MAX_SERIES`] series: past that, the series seen longest ago is forgotten, and its
-//! next repeat is a new Event.
+//! at most [`MAX_SERIES`] series: past that, the series seen longest ago are forgotten, and
+//! their next repeat is a new Event.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -88,7 +88,8 @@ impl Series {
     }
 
     /// Remember that Event `event` of `key` now counts `count`. Series past the window are
-    /// dropped once per window; at the limit, the one seen longest ago goes.
+    /// dropped once per window; at the limit, the quarter seen longest ago goes (a quarter at
+    /// once, so a busy controller does not scan every series for each new one).
     fn remember(&mut self, key: Key, event: String, count: i32, now: Instant) {
         if now.saturating_duration_since(self.pruned) >= SERIES_WINDOW {
             self.seen
@@ -97,14 +98,11 @@ impl Series {
             self.pruned = now;
         }
         if self.seen.len() >= self.limit && !self.seen.contains_key(&key) {
-            let oldest = self
-                .seen
-                .iter()
-                .min_by_key(|(_, s)| s.last)
-                .map(|(key, _)| key.clone());
-            if let Some(oldest) = oldest {
-                self.seen.remove(&oldest);
-            }
+            let mut seen: Vec<Instant> = self.seen.values().map(|s| s.last).collect();
+            let quarter = (seen.len() / 4).max(1);
+            let (_, cutoff, _) = seen.select_nth_unstable(quarter - 1);
+            let cutoff = *cutoff;
+            self.seen.retain(|_, s| s.last > cutoff);
         }
         let last = now;
         self.seen.insert(key, Seen { event, count, last });

@@ -75,17 +75,21 @@ pub async fn tag_claimant(
     namespace: &str,
     wanted: &WantedBuild,
 ) -> Result<Option<String>> {
-    let cached = ctx.servicebuilds();
-    let others: Vec<std::sync::Arc<ServiceBuild>> = match &cached {
-        Some(store) => store
-            .state()
-            .into_iter()
-            .filter(|o| o.namespace().as_deref() == Some(namespace))
-            .collect(),
+    // Only a ServiceBuild pushing to the same repository can push to the same reference: the
+    // others are passed over without rendering their tags (at 3000 ServiceBuilds, rendering
+    // them all on every reconcile took a third of the controller's CPU).
+    let rival = |o: &ServiceBuild| {
+        o.metadata.namespace.as_deref() == Some(namespace)
+            && o.metadata.deletion_timestamp.is_none()
+            && o.spec.image.repository == sb.spec.image.repository
+    };
+    let others: Vec<std::sync::Arc<ServiceBuild>> = match ctx.servicebuilds() {
+        Some(store) => store.state().into_iter().filter(|o| rival(o)).collect(),
         None => {
             let api: Api<ServiceBuild> = Api::namespaced(ctx.client.clone(), namespace);
             let listed = api.list(&Default::default()).await?;
-            listed.items.into_iter().map(std::sync::Arc::new).collect()
+            let rivals = listed.items.into_iter().filter(|o| rival(o));
+            rivals.map(std::sync::Arc::new).collect()
         }
     };
     let created = |o: &ServiceBuild| {
@@ -96,7 +100,6 @@ pub async fn tag_claimant(
     };
     let images: Vec<(String, i64, String)> = others
         .iter()
-        .filter(|o| o.metadata.deletion_timestamp.is_none())
         .map(|o| (o.name_any(), created(o), push_reference(o)))
         .collect();
     let name = sb.name_any();

@@ -537,10 +537,13 @@ impl Store {
     }
 
     pub fn list(&self, def: &ResourceDef, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
+        // Objects are ordered by (resource, namespace, name): read only the range of this
+        // resource (and namespace), not every object of every resource.
         let key = def.key();
+        let first = (key.clone(), ns.unwrap_or("").to_owned(), String::new());
         self.objects
-            .iter()
-            .filter(|((k, ons, _), _)| *k == key && ns.is_none_or(|ns| ns == ons))
+            .range(first..)
+            .take_while(|((k, ons, _), _)| *k == key && ns.is_none_or(|ns| ns == ons))
             .filter(|(_, v)| sel.matches(v))
             .map(|(_, v)| v.clone())
             .collect()
