@@ -110,11 +110,20 @@ fn run_git_env(dir: &Path, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &P
         command.env(name, value);
     }
     let mut child = command.spawn().expect("run git");
-    if let Some(bytes) = stdin {
+    // Written from a thread of its own while the output is read: git may answer (hash-object
+    // prints one id per path) before it has read all its input, and both pipes are bounded.
+    let writer = stdin.map(|bytes| {
         let mut pipe = child.stdin.take().expect("git stdin");
-        pipe.write_all(bytes).expect("write to git");
-    }
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || pipe.write_all(&bytes))
+    });
     let output = child.wait_with_output().expect("wait for git");
+    if let Some(writer) = writer {
+        writer
+            .join()
+            .expect("the stdin writer")
+            .expect("write to git");
+    }
     assert!(
         output.status.success(),
         "git {args:?} failed: {}",

@@ -255,3 +255,24 @@ fn a_redirecting_server_sends_clients_elsewhere() {
     assert!(redirecting.log().iter().all(|r| r.status == 302));
     assert!(target.requests() >= 1);
 }
+
+/// A commit of thousands of files: `hash-object` answers more than a pipe holds before it has
+/// read all its input, which must not dead-lock the writer.
+#[test]
+fn a_commit_of_thousands_of_files_completes() {
+    let repo = monoship_testkit::git::GitRepo::new("many");
+    let files: Vec<(String, String)> = (0..3000)
+        .map(|i| {
+            (
+                format!("services/svc-{i:04}/data.txt"),
+                format!("svc {i}\n"),
+            )
+        })
+        .collect();
+    let changes: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    let commit = repo.commit(&changes, "many");
+    assert_eq!(commit.len(), 40);
+}
