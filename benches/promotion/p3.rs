@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use crate::Outcome;
 use crate::fixture::{
     Fixture, Fleet, blob_bytes, classes, classes_text, job_creates, phase, progress,
-    repository_path, service, set_revision, short, skopeo_copy, tally, target_writes, wait_settled,
+    repository_path, service, set_revision, settle_limit, short, skopeo_copy, tally, target_writes,
+    wait_settled,
 };
 use crate::report::Report;
 
@@ -97,7 +98,7 @@ pub async fn one_changed(fixture: &Fixture, fleet: &mut Fleet) -> Outcome<Commit
     for name in fleet.services() {
         fleet.revisions.insert(name, rev2.clone());
     }
-    let settled = wait_settled(client, &fleet.revisions, Duration::from_secs(1800)).await?;
+    let settled = wait_settled(client, &fleet.revisions, settle_limit(fleet.count)).await?;
     let settle_seconds = started.elapsed().as_secs_f64();
     let git_fetches = fixture.controller_fetches() - fetches_before;
     // Let anything still in flight land before counting.

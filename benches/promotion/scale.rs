@@ -8,7 +8,7 @@
 //!    ServiceBuild was reconciled (as P2);
 //! 3. one commit across every service, one of which changed, timed until every status settles
 //!    (as P3), with the CPU time the controller used for it; then the VmHWM of that second
-//!    process, whose initial list held every ServiceBuild at once.
+//!    process, which also listed every ServiceBuild and Job when it started.
 //!
 //! Per ServiceBuild is (VmHWM - VmHWM before any ServiceBuild existed) / services.
 //! `MONOSHIP_BENCH_SCALE` lists the sizes (default `100,1000,5000`; add `10000` for the large
@@ -140,7 +140,7 @@ pub async fn measure(report: &mut Report, sizes: &[usize]) -> Outcome<()> {
     report.note(format!(
         "Scaling: peak RSS is VmHWM of `monoship run`: \"promoted\" after promoting every \
          service (as P4), \"restarted\" of the process started for the no-op resync (as P2; its \
-         initial list holds every ServiceBuild at once) after it also settled one commit across \
+         initial lists read 500 objects a page) after it also settled one commit across \
          every service with one changed (as P3). Per ServiceBuild = (VmHWM - VmHWM before any \
          ServiceBuild) / services. Controller CPU: user and system time of `monoship run` over \
          that whole commit (from before its images were placed until 2 s after every status \

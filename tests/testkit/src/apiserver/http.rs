@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::selector::{FieldSelector, LabelSelector, Selectors};
@@ -107,6 +108,56 @@ fn selectors(q: &HashMap<String, String>) -> Result<Selectors, ApiError> {
         None => FieldSelector::default(),
     };
     Ok(Selectors { labels, fields })
+}
+
+/// The page a list asks for: `limit` and `continue`. As a real API server serving a list with
+/// `resourceVersion=0` from its watch cache, such a list is not paged. Pages after the first
+/// are read from the store as it is then (a real server reads them at the first page's
+/// resourceVersion); every page reports the first page's resourceVersion, so a watch from it
+/// replays whatever changed in between.
+struct Page {
+    limit: Option<usize>,
+    /// The (namespace, name) the page starts after.
+    after: Option<(String, String)>,
+    /// The resourceVersion of the first page.
+    rv: u64,
+}
+
+impl Page {
+    fn of(q: &HashMap<String, String>, current_rv: u64) -> Result<Self, ApiError> {
+        let limit = match q.get("limit") {
+            Some(v) => v
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("invalid limit {v:?}")))?,
+            None => 0,
+        };
+        let from_cache = q.get("resourceVersion").is_some_and(|v| v == "0");
+        let limit = (limit > 0 && !from_cache).then_some(limit);
+        let Some(token) = q.get("continue").filter(|t| !t.is_empty()) else {
+            return Ok(Self {
+                limit,
+                after: None,
+                rv: current_rv,
+            });
+        };
+        let invalid = || ApiError::bad_request("continue key is not valid");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .map_err(|_| invalid())?;
+        let value: Value = serde_json::from_slice(&decoded).map_err(|_| invalid())?;
+        let text = |f: &str| value[f].as_str().map(str::to_owned).ok_or_else(invalid);
+        Ok(Self {
+            limit,
+            after: Some((text("ns")?, text("name")?)),
+            rv: value["rv"].as_u64().ok_or_else(invalid)?,
+        })
+    }
+
+    /// The opaque `continue` token of a page that ended at `namespace`/`name`.
+    fn token(rv: u64, namespace: &str, name: &str) -> String {
+        let key = json!({"rv": rv, "ns": namespace, "name": name});
+        base64::engine::general_purpose::STANDARD.encode(key.to_string())
+    }
 }
 
 fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
@@ -446,11 +497,24 @@ fn serve(shared: &Shared, def: &ResourceDef, req: &Req<'_>) -> Result<Served, Ap
         "list" => {
             let sel = selectors(q)?;
             let store = lock(&shared.store);
-            let items = store.list(def, ns, &sel);
+            let page = Page::of(q, store.rv)?;
+            let (items, remaining) = store.list_page(def, ns, &sel, page.after, page.limit);
+            let mut metadata = json!({"resourceVersion": page.rv.to_string()});
+            if remaining > 0 {
+                let last = items.last().map(|o| {
+                    let meta = &o["metadata"];
+                    let text = |f: &str| meta[f].as_str().unwrap_or_default().to_owned();
+                    (text("namespace"), text("name"))
+                });
+                if let Some((last_ns, last_name)) = last {
+                    metadata["continue"] = json!(Page::token(page.rv, &last_ns, &last_name));
+                    metadata["remainingItemCount"] = json!(remaining);
+                }
+            }
             Ok(Served::Json(
                 200,
                 json!({"kind": list_kind, "apiVersion": def.api_version(),
-                       "metadata": {"resourceVersion": store.rv.to_string()}, "items": items}),
+                       "metadata": metadata, "items": items}),
                 false,
             ))
         }

@@ -4,6 +4,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -537,16 +538,37 @@ impl Store {
     }
 
     pub fn list(&self, def: &ResourceDef, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
+        self.list_page(def, ns, sel, None, None).0
+    }
+
+    /// Up to `limit` objects (all when `None`) that come after `after` (namespace, name) in
+    /// (namespace, name) order, and how many more match after them.
+    pub fn list_page(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        sel: &Selectors,
+        after: Option<(String, String)>,
+        limit: Option<usize>,
+    ) -> (Vec<Value>, usize) {
         // Objects are ordered by (resource, namespace, name): read only the range of this
         // resource (and namespace), not every object of every resource.
         let key = def.key();
-        let first = (key.clone(), ns.unwrap_or("").to_owned(), String::new());
-        self.objects
-            .range(first..)
+        let start = match after {
+            Some((after_ns, after_name)) => Bound::Excluded((key.clone(), after_ns, after_name)),
+            None => Bound::Included((key.clone(), ns.unwrap_or("").to_owned(), String::new())),
+        };
+        let mut matching = self
+            .objects
+            .range((start, Bound::Unbounded))
             .take_while(|((k, ons, _), _)| *k == key && ns.is_none_or(|ns| ns == ons))
-            .filter(|(_, v)| sel.matches(v))
+            .filter(|(_, v)| sel.matches(v));
+        let page = matching
+            .by_ref()
+            .take(limit.unwrap_or(usize::MAX))
             .map(|(_, v)| v.clone())
-            .collect()
+            .collect();
+        (page, matching.count())
     }
 
     /// All objects of all resources (for GC lookups).
