@@ -52,7 +52,9 @@ impl Watches {
     }
 
     /// A controller on ServiceBuilds that owns build Jobs, as `Controller::new(..).owns(..)`
-    /// builds it, with ServiceBuilds read as [`Watched`]. Its store fills as the watch runs.
+    /// builds it, with ServiceBuilds read as [`Watched`] and Jobs as [`WatchedJob`], and a
+    /// ServiceBuild's changes waking a reconcile only as [`wakes`] says. Its store fills as the
+    /// watch runs, with every change.
     pub fn controller(&self) -> Controller<ServiceBuild> {
         let (store, writer) = reflector::store();
         let servicebuilds = servicebuild_events(
@@ -306,6 +308,36 @@ mod tests {
             Watched::url_path(&(), Some("shop")),
             ServiceBuild::url_path(&(), Some("shop"))
         );
+    }
+
+    /// A status write wakes no reconcile; a spec change, the rebuild annotation, a deletion
+    /// and a finalizer do.
+    #[test]
+    fn only_what_a_reconcile_acts_on_wakes_one() {
+        let Watched(sb) = serde_json::from_value(servicebuild()).unwrap();
+        let key = |sb: &ServiceBuild| wakes(sb).unwrap();
+        let mut status = sb.clone();
+        status.status = None;
+        status.metadata.resource_version = Some("43".into());
+        assert_eq!(key(&status), key(&sb));
+        let mut changes = Vec::new();
+        let mut spec = sb.clone();
+        spec.metadata.generation = Some(4);
+        changes.push(spec);
+        let mut rebuild = sb.clone();
+        if let Some(a) = rebuild.metadata.annotations.as_mut() {
+            a.insert("monoship.dev/rebuild".into(), "3".into());
+        }
+        changes.push(rebuild);
+        let mut deleted = sb.clone();
+        deleted.metadata.deletion_timestamp = sb.metadata.creation_timestamp.clone();
+        changes.push(deleted);
+        let mut finalized = sb.clone();
+        finalized.metadata.finalizers = None;
+        changes.push(finalized);
+        for changed in &changes {
+            assert_ne!(key(changed), key(&sb));
+        }
     }
 
     /// A Job is read as its metadata only, from a full Job or from the metadata-only form.
