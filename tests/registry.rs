@@ -296,6 +296,102 @@ async fn retag_moves_the_tag_with_one_manifest_put_and_no_blob_upload() {
     );
 }
 
+/// A new revision tag is added with GET by digest and PUT, no check first; adding it again
+/// writes the same bytes again and changes nothing.
+#[tokio::test]
+async fn a_new_tag_is_added_with_two_requests_and_again_harmlessly() {
+    let registry = TestRegistry::start().await;
+    let built = push(&registry, service_dir("one\n").path(), "banana", "build-1");
+    let client = client_for(&registry);
+    let repository = format!("{}/banana", registry.host());
+
+    for _ in 0..2 {
+        registry.reset_requests();
+        let outcome = client
+            .add_tag_without_upload(&repository, &built, "rev-2", &RegistryAuth::Anonymous)
+            .await
+            .unwrap();
+        assert_eq!(outcome, RetagOutcome::Moved { previous: None });
+        assert_eq!(
+            sequence(&registry.requests()),
+            [
+                format!("GET /v2/banana/manifests/{built} -> 200"),
+                "PUT /v2/banana/manifests/rev-2 -> 201".to_string(),
+            ]
+        );
+        assert_eq!(registry.blob_uploads(), 0);
+    }
+    assert_eq!(
+        client
+            .resolve_digest(&repository, "rev-2", &RegistryAuth::Anonymous)
+            .await
+            .unwrap(),
+        built
+    );
+    let tags = registry.tags_by_digest("banana");
+    let with_built = tags.iter().find(|(digest, _)| *digest == built).unwrap();
+    assert_eq!(with_built.1, ["build-1", "rev-2"]);
+
+    // An image gone from the registry is IMAGE_NOT_FOUND, as for a tag move.
+    let absent = format!("sha256:{}", "0".repeat(64));
+    assert_stalled(
+        client
+            .add_tag_without_upload(&repository, &absent, "rev-3", &RegistryAuth::Anonymous)
+            .await,
+        reasons::IMAGE_NOT_FOUND,
+    );
+}
+
+/// A registry with immutable tags refuses to write a tag again: when the tag already points at
+/// the digest that is done (checked only then); when it points elsewhere or the write fails
+/// for another reason, the registry's refusal is the error.
+#[tokio::test]
+async fn an_immutable_tag_already_there_counts_as_added() {
+    let (fake, client, repository) = hostile_with(Behaviour {
+        immutable_tags: true,
+        ..Behaviour::default()
+    })
+    .await;
+    let v1 = fake.put_manifest("banana", "v1", OCI_MANIFEST, &manifest_bytes("v1"));
+    let v2 = fake.put_manifest("banana", "v2", OCI_MANIFEST, &manifest_bytes("v2"));
+
+    fake.reset_requests();
+    let added = client
+        .add_tag_without_upload(&repository, &v1, "rev-2", &RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(added, RetagOutcome::Moved { previous: None });
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "{:?}",
+        fake_sequence(&fake.requests())
+    );
+
+    fake.reset_requests();
+    let again = client
+        .add_tag_without_upload(&repository, &v1, "rev-2", &RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(again, RetagOutcome::AlreadyTagged);
+    assert_eq!(
+        fake_sequence(&fake.requests()),
+        [
+            format!("GET /v2/banana/manifests/{v1} -> 200"),
+            "PUT /v2/banana/manifests/rev-2 -> 400".to_string(),
+            "HEAD /v2/banana/manifests/rev-2 -> 200".to_string(),
+        ]
+    );
+
+    let refused = client
+        .add_tag_without_upload(&repository, &v2, "rev-2", &RegistryAuth::Anonymous)
+        .await
+        .unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains("HTTP 400 TAG_INVALID"), "{message}");
+    assert_eq!(fake.manifest("banana", "rev-2"), Some(manifest_bytes("v1")));
+}
+
 #[tokio::test]
 async fn a_missing_tag_is_image_not_found() {
     let registry = TestRegistry::start().await;

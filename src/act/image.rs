@@ -58,7 +58,7 @@ pub async fn reuse(
     actor.leadership.ensure()?;
     let retagged = actor
         .registry
-        .retag_without_upload(&spec.image.repository, digest, &tag, &auth)
+        .add_tag_without_upload(&spec.image.repository, digest, &tag, &auth)
         .await;
     match retagged {
         Ok(outcome) => {
@@ -72,7 +72,8 @@ pub async fn reuse(
             let mut outcome = build::create_build_job(actor, observed.wanted, previous).await?;
             if let Outcome::JobCreated { reuse_refused, .. } = &mut outcome {
                 *reuse_refused = Some(format!(
-                    "the inputs are those of revision {}, but its image {}@{digest} is no longer                      in the registry, so this revision is built",
+                    "the inputs are those of revision {}, but its image {}@{digest} is no longer \
+                     in the registry, so this revision is built",
                     crate::api::short_revision(from),
                     spec.image.repository
                 ));

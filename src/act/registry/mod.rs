@@ -11,6 +11,11 @@
 //! - Move a tag: resolve it; if it already points at the digest, stop. Else `GET` the manifest
 //!   by digest, check that its sha256 is that digest, and `PUT` the identical bytes to
 //!   `/manifests/<tag>` with the `Content-Type` it came with. No blob is uploaded.
+//! - Add a tag that is almost never there yet (a skipped build's revision tag): the same `GET`
+//!   and `PUT`, and the check only when the `PUT` is refused (a registry with immutable tags
+//!   refuses to write a tag again, even with the same bytes): if the tag already points at the
+//!   digest, it is done. Writing the same bytes to a tag again changes nothing, so the
+//!   operation stays idempotent, at two requests instead of three.
 //! - A manifest body is believed only when its `Content-Type` is one of the four media types,
 //!   it is at most 4 MiB (read no further than that; a larger `Content-Length` is refused
 //!   unread), and it is a JSON object of the matching shape with `schemaVersion` 2.
@@ -247,6 +252,31 @@ impl RegistryClient {
         tag: &str,
         auth: &RegistryAuth,
     ) -> Result<RetagOutcome, Error> {
+        self.tag(repository, digest, tag, auth, Check::First).await
+    }
+
+    /// Give `digest` a `tag` it almost certainly does not have yet, without uploading blobs:
+    /// the tag is checked only when the registry refuses the write (see the module docs).
+    /// `Moved` says the tag was written; its `previous` is unknown (`None`).
+    pub async fn add_tag_without_upload(
+        &self,
+        repository: &str,
+        digest: &str,
+        tag: &str,
+        auth: &RegistryAuth,
+    ) -> Result<RetagOutcome, Error> {
+        self.tag(repository, digest, tag, auth, Check::WhenRefused)
+            .await
+    }
+
+    async fn tag(
+        &self,
+        repository: &str,
+        digest: &str,
+        tag: &str,
+        auth: &RegistryAuth,
+        check: Check,
+    ) -> Result<RetagOutcome, Error> {
         if !is_sha256_digest(digest) {
             return Err(Error::stalled(
                 reasons::INVALID_SPEC,
@@ -255,12 +285,31 @@ impl RegistryClient {
         }
         let parsed = Repository::parse(repository)?;
         check_tag(repository, tag)?;
-        let retag = self.retag(&parsed, digest, tag, auth);
+        let retag = self.retag(&parsed, digest, tag, auth, check);
         let result = match tokio::time::timeout(OPERATION_TIMEOUT, retag).await {
             Ok(outcome) => outcome,
             Err(_) => Err(into_error(timed_out(), "retag", repository, tag)),
         };
         result.map_err(|error| redacted(error, auth))
+    }
+
+    /// What `tag` points at now: `Some(digest)`, or `None` when it does not exist.
+    async fn tagged(
+        &self,
+        repository: &Repository,
+        tag: &str,
+        auth: &RegistryAuth,
+    ) -> Result<Option<String>, Error> {
+        match self.digest_of(repository, tag, auth).await {
+            Ok(current) => Ok(Some(current)),
+            Err(Failure::NotFound(_)) => Ok(None),
+            Err(failure) => Err(into_error(
+                failure,
+                "resolve",
+                repository.written.as_str(),
+                tag,
+            )),
+        }
     }
 
     async fn retag(
@@ -269,13 +318,15 @@ impl RegistryClient {
         digest: &str,
         tag: &str,
         auth: &RegistryAuth,
+        check: Check,
     ) -> Result<RetagOutcome, Error> {
         let written = repository.written.as_str();
-        let previous = match self.digest_of(repository, tag, auth).await {
-            Ok(current) if current == digest => return Ok(RetagOutcome::AlreadyTagged),
-            Ok(current) => Some(current),
-            Err(Failure::NotFound(_)) => None,
-            Err(failure) => return Err(into_error(failure, "resolve", written, tag)),
+        let previous = match check {
+            Check::First => match self.tagged(repository, tag, auth).await? {
+                Some(current) if current == digest => return Ok(RetagOutcome::AlreadyTagged),
+                previous => previous,
+            },
+            Check::WhenRefused => None,
         };
 
         let manifest = match self.fetch_manifest(repository, digest, auth).await {
@@ -310,8 +361,21 @@ impl RegistryClient {
             .await
             .map_err(|failure| into_error(failure, "put manifest", written, tag))?;
         if !response.status().is_success() {
-            let failure = failure(response).await;
-            return Err(into_error(failure, "put manifest", written, tag));
+            let refused = into_error(failure(response).await, "put manifest", written, tag);
+            // A registry that keeps tags immutable refuses even the same bytes: the tag may be
+            // there already, from an earlier attempt.
+            if check == Check::WhenRefused
+                && self
+                    .tagged(repository, tag, auth)
+                    .await
+                    .ok()
+                    .flatten()
+                    .as_deref()
+                    == Some(digest)
+            {
+                return Ok(RetagOutcome::AlreadyTagged);
+            }
+            return Err(refused);
         }
         if let Some(stored) = header_digest(response.headers())
             && stored != digest
@@ -326,6 +390,15 @@ impl RegistryClient {
         }
         Ok(RetagOutcome::Moved { previous })
     }
+}
+
+/// When a tag write checks whether the tag already points at the digest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Before anything else: for floating tags, which usually exist.
+    First,
+    /// Only when the registry refuses the write: for tags that usually do not exist yet.
+    WhenRefused,
 }
 
 /// A well-formed `Docker-Content-Digest`; anything else counts as absent.

@@ -53,6 +53,9 @@ pub struct Behaviour {
     pub bearer: Option<(String, String)>,
     /// Demand HTTP basic auth with these credentials on `/v2/` requests (`None`: no auth).
     pub basic: Option<(String, String)>,
+    /// Refuse a manifest PUT to a tag that exists, even with the same bytes, as registries
+    /// with immutable tags do (400 `TAG_INVALID`).
+    pub immutable_tags: bool,
 }
 
 impl Default for Behaviour {
@@ -62,6 +65,7 @@ impl Default for Behaviour {
             get: ManifestAnswer::Stored,
             bearer: None,
             basic: None,
+            immutable_tags: false,
         }
     }
 }
@@ -307,6 +311,16 @@ async fn route(
             .to_string();
         let digest = sha256_digest(&body);
         let mut manifests = lock(&state.shared.manifests);
+        if state.behaviour.immutable_tags && manifests.contains_key(&key) {
+            let envelope = serde_json::json!({"errors": [
+                {"code": "TAG_INVALID", "message": format!("tag {reference} is immutable")}
+            ]});
+            return respond(
+                StatusCode::BAD_REQUEST,
+                &[(header::CONTENT_TYPE, "application/json".into())],
+                Body::from(envelope.to_string()),
+            );
+        }
         manifests.insert(key, (content_type.clone(), body.to_vec()));
         manifests.insert(
             (repository.to_string(), digest.clone()),
