@@ -88,7 +88,12 @@ impl Default for Metrics {
             "Duration of reconciles by result",
             reconcile_duration.clone(),
         );
-        registry.register("builds", "Build Jobs by result", builds.clone());
+        registry.register(
+            "builds",
+            "Builds by result: started (a Job was created), skipped (inputs unchanged, no Job), \
+             succeeded, failed",
+            builds.clone(),
+        );
         registry.register(
             "promotions",
             "Digests promoted to tags and targets",
@@ -96,7 +101,8 @@ impl Default for Metrics {
         );
         registry.register(
             "unchanged_builds",
-            "Builds whose digest was already current, so nothing moved",
+            "Build Jobs that produced the digest already current, so nothing moved (a skipped \
+             build is counted as builds{result=\"skipped\"})",
             unchanged.clone(),
         );
         registry.register(

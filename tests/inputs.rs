@@ -251,6 +251,10 @@ async fn a_commit_builds_only_the_services_whose_inputs_changed() {
             .any(|(reason, note)| reason == "BuildSkipped" && note.contains("services/orange")),
         "{skipped:?}"
     );
+    assert!(
+        skipped.iter().all(|(reason, _)| reason != "Unchanged"),
+        "BuildSkipped is the skipped commit's one Event: {skipped:?}"
+    );
     let banana = by_name(&second, "banana");
     assert_eq!(phase(banana), "Promoted");
     let banana2 = digest(&second, "banana");

@@ -85,15 +85,16 @@ pub fn transition_notes(old: &ServiceBuildStatus, new: &ServiceBuildStatus) -> V
                     });
                 }
             }
-            Some(Phase::Unchanged) => {
+            // A skipped build's BuildSkipped already named the digest it reuses: one Event per
+            // service and commit is enough, and most services of a commit are skipped.
+            Some(Phase::Unchanged) if !skipped => {
                 if let Some(current) = &new.current {
                     notes.push(Note {
                         warning: false,
                         reason: reasons::UNCHANGED,
                         message: format!(
-                            "Revision {} {} {}, the digest already promoted from revision {}: nothing moved",
+                            "Revision {} built {}, the digest already promoted from revision {}: nothing moved",
                             build.short_revision,
-                            if skipped { "reuses" } else { "built" },
                             short_digest(&current.digest),
                             short_revision(&current.revision)
                         ),
