@@ -20,7 +20,7 @@ use crate::act::{Acted, Actor};
 use crate::api::{FIELD_MANAGER, Phase, ServiceBuild, ServiceBuildStatus, short_revision};
 use crate::conditions::reasons;
 use crate::metrics::ResultLabels;
-use crate::pipeline::decide::{Plan, decide};
+use crate::pipeline::decide::{Plan, decide, decide_without_job};
 use crate::pipeline::events::Note;
 use crate::pipeline::observe::{
     Inputs, JobState, Observed, ObservedJob, Policy, WantedBuild, build_is_current,
@@ -134,9 +134,13 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     let now = Time(jiff::Timestamp::now());
 
     for _ in 0..MAX_STEPS {
-        // Observe: the wanted build's Job, unless the build is finished.
-        let job = if build_is_finished(&status, &wanted) {
-            ObservedJob::missing()
+        // Observe: the wanted build's Job, unless the build is finished or the next step does
+        // not depend on it (a skipped build reads no Job).
+        let missing = ObservedJob::missing();
+        let job = if build_is_finished(&status, &wanted)
+            || decide_without_job(&facts.observed(&status, &missing)).is_some()
+        {
+            missing
         } else {
             match observe_build_job(ctx, &sb, &namespace, &wanted, &now).await {
                 Ok(observed) => observed,

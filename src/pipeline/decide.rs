@@ -55,11 +55,18 @@ impl Plan {
 
 /// The next step for what was observed.
 pub fn decide(observed: &Observed<'_>) -> Plan {
+    decide_without_job(observed).unwrap_or_else(|| decide_by_job(observed))
+}
+
+/// The next step, when it does not depend on the wanted build's Job: an invalid spec, a
+/// suspended ServiceBuild, a finished build, or a reuse. `None`: the Job decides. The reconcile
+/// reads the Job only then, so a skipped build costs no Job read. Never looks at
+/// `observed.job`.
+pub fn decide_without_job(observed: &Observed<'_>) -> Option<Plan> {
     let Observed {
         namespace,
         spec,
         status,
-        job,
         ..
     } = *observed;
     let checked = validate(spec, namespace).and_then(|()| {
@@ -71,13 +78,13 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         )
     });
     if let Err(error) = checked {
-        return Plan::Stall {
+        return Some(Plan::Stall {
             reason: error.reason(),
             message: error.to_string(),
-        };
+        });
     }
     if spec.suspend {
-        return Plan::Suspend;
+        return Some(Plan::Suspend);
     }
     let recorded = observed
         .build_is_current()
@@ -89,7 +96,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
         // tag the spec asks for was moved (a tag added later resumes the promotion).
         let digest = digest.to_owned();
         let current = status.current.as_ref().filter(|c| c.digest == digest);
-        return match current {
+        return Some(match current {
             None => Plan::StartPromotion { digest },
             Some(c)
                 if c.promoted_at.is_some()
@@ -98,26 +105,38 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
                 Plan::Settle { digest }
             }
             Some(_) => Plan::Promote { digest },
-        };
+        });
     }
     // A build whose tag was found on another digest than it reported stays stalled: only a new
     // revision or rebuild token builds again.
     if let Some(build) =
         recorded.filter(|b| b.failure_reason.as_deref() == Some(reasons::DIGEST_MISMATCH))
     {
-        return Plan::Stall {
+        return Some(Plan::Stall {
             reason: reasons::DIGEST_MISMATCH,
             message: build.message.clone().unwrap_or_default(),
-        };
+        });
     }
     // Inputs equal to a recorded build's: reuse its digest, even when a Job of this revision is
     // still there (a rollback to a revision built before).
-    if recorded.is_none()
-        && observed.tag_claimed_by.is_none()
-        && let Some(plan) = reuse(observed)
-    {
-        return plan;
+    if recorded.is_none() && observed.tag_claimed_by.is_none() {
+        return reuse(observed);
     }
+    None
+}
+
+/// The next step, read from the wanted build's Job.
+fn decide_by_job(observed: &Observed<'_>) -> Plan {
+    let Observed {
+        namespace,
+        status,
+        job,
+        ..
+    } = *observed;
+    let recorded = observed
+        .build_is_current()
+        .then_some(status.build.as_ref())
+        .flatten();
     match &job.state {
         JobState::Succeeded => Plan::ResolveDigest {
             reported: job.reported_digest.clone(),
@@ -285,6 +304,17 @@ mod tests {
             };
             let plan = decide(&fixture.observed(&job));
             assert_eq!(plan, expected, "{name}");
+            // What needs no Job is decided the same whatever the Job is, so the reconcile
+            // may leave it unread.
+            let without = decide_without_job(&fixture.observed(&ObservedJob::missing()));
+            assert_eq!(
+                decide_without_job(&fixture.observed(&job)),
+                without,
+                "{name}"
+            );
+            if let Some(without) = without {
+                assert_eq!(without, plan, "{name}");
+            }
         }
         let reported = ObservedJob {
             state: Succeeded,
