@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 
 use crate::Outcome;
 use crate::fixture::{
-    Fixture, Fleet, blob_bytes, classes, classes_text, job_creates, phase, progress,
-    repository_path, service, set_revision, settle_limit, short, skopeo_copy, tally, target_writes,
-    wait_settled,
+    Fixture, Fleet, blob_bytes, classes, classes_text, job_creates, phase, process_cpu_seconds,
+    progress, repository_path, service, set_revision, settle_limit, short, skopeo_copy, tally,
+    target_writes, wait_settled,
 };
 use crate::report::Report;
 
@@ -37,7 +37,7 @@ pub struct P3 {
     settle_seconds: f64,
     phases: BTreeMap<String, usize>,
     promotions_metric: f64,
-    unchanged_metric: f64,
+    skipped_metric: f64,
 }
 
 pub struct Baseline {
@@ -62,6 +62,11 @@ pub struct Commit {
     pub patch_seconds: f64,
     /// Fetches the controller sent to the git server for the commit.
     pub git_fetches: usize,
+    /// API requests by verb and resource, from the first patch until 2 s after every status
+    /// settled.
+    pub api_requests: BTreeMap<String, u64>,
+    /// CPU seconds from the first patch until every status settled, as [`cpu_split`].
+    pub cpu_seconds: [f64; 3],
 }
 
 /// Move every ServiceBuild to a new commit at which one service's image changed (its build
@@ -85,6 +90,7 @@ pub async fn one_changed(fixture: &Fixture, fleet: &mut Fleet) -> Outcome<Commit
         .tag(&fleet.image_b, &repository_path(&changed), short(&rev2))
         .await?;
     let fetches_before = fixture.controller_fetches();
+    let cpu_before = cpu_split(fixture, fleet)?;
     api.reset_counters();
     let mark = registry.mark();
     let started = Instant::now();
@@ -100,18 +106,44 @@ pub async fn one_changed(fixture: &Fixture, fleet: &mut Fleet) -> Outcome<Commit
     }
     let settled = wait_settled(client, &fleet.revisions, settle_limit(fleet.count)).await?;
     let settle_seconds = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_split(fixture, fleet)?;
+    let cpu_seconds = std::array::from_fn(|i| cpu_after[i] - cpu_before[i]);
     let git_fetches = fixture.controller_fetches() - fetches_before;
     // Let anything still in flight land before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let api_requests = api
+        .counters()
+        .into_iter()
+        .map(|(k, n)| {
+            let sub = if k.subresource.is_empty() {
+                String::new()
+            } else {
+                format!("/{}", k.subresource)
+            };
+            (format!("{} {}{sub}", k.verb, k.resource), n)
+        })
+        .collect();
     Ok(Commit {
         revision: rev2,
+        api_requests,
         writes: api.writes(),
         requests: registry.requests_since(mark),
         settled,
         settle_seconds,
         patch_seconds,
         git_fetches,
+        cpu_seconds,
     })
+}
+
+/// CPU seconds used so far by the controller, the registry, and the bench process (the API
+/// server, the registry's recording proxy, the job runner and the bench's own polls).
+fn cpu_split(fixture: &Fixture, fleet: &Fleet) -> Outcome<[f64; 3]> {
+    Ok([
+        fleet.controller.cpu_seconds()?,
+        process_cpu_seconds(fixture.registry.pid())?,
+        process_cpu_seconds(std::process::id())?,
+    ])
 }
 
 /// The promotions of `commit`: ServiceBuilds whose current digest now comes from its revision.
@@ -130,9 +162,9 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
         .controller
         .counter("monoship_promotions_total")
         .await?;
-    let unchanged_before = fleet
+    let skipped_before = fleet
         .controller
-        .counter("monoship_unchanged_builds_total")
+        .counter("monoship_builds_total{result=\"skipped\"}")
         .await?;
     let commit = one_changed(fixture, fleet).await?;
     let jobs = job_creates(&commit.writes);
@@ -141,10 +173,10 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     let promotions_metric =
         controller.counter("monoship_promotions_total").await? - promotions_before;
     let promotions = promotions(&commit) as f64;
-    let unchanged_metric = controller
-        .counter("monoship_unchanged_builds_total")
+    let skipped_metric = controller
+        .counter("monoship_builds_total{result=\"skipped\"}")
         .await?
-        - unchanged_before;
+        - skipped_before;
     let phases = tally(commit.settled.iter().map(|o| phase(o).to_owned()));
     let (final_hwm, final_rss) = controller.memory()?;
     let skipped = commit
@@ -157,12 +189,16 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     report.raw(
         "p3",
         json!({"jobs_created": jobs, "promotions": promotions,
-               "promotions_metric_delta": promotions_metric, "unchanged_metric_delta": unchanged_metric,
+               "promotions_metric_delta": promotions_metric, "skipped_metric_delta": skipped_metric,
                "target_writes": target_writes, "registry_requests": requests.len(),
                "registry_classes": classes(&requests), "blob_upload_bytes": blob_bytes(&requests),
                "settle_seconds": commit.settle_seconds, "patch_seconds": commit.patch_seconds,
                "phases": phases, "git_fetches": git_fetches, "skipped_builds": skipped,
-               "controller_vmhwm_kib_after": final_hwm, "controller_vmrss_kib_after": final_rss}),
+               "controller_vmhwm_kib_after": final_hwm, "controller_vmrss_kib_after": final_rss,
+               "cpu_seconds": {"controller": commit.cpu_seconds[0], "registry": commit.cpu_seconds[1],
+                               "bench_process": commit.cpu_seconds[2]},
+               "api_requests": commit.api_requests,
+               "api_writes": tally(commit.writes.iter().map(|w| format!("{} {}", w.verb, w.resource)))}),
     );
     Ok(P3 {
         revision: commit.revision,
@@ -177,7 +213,7 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
         settle_seconds: commit.settle_seconds,
         phases,
         promotions_metric,
-        unchanged_metric,
+        skipped_metric,
     })
 }
 
@@ -284,7 +320,7 @@ pub fn rows(report: &mut Report, count: usize, p3: &P3, base: &Baseline) {
         "P3: {count} ServiceBuilds patched to the new commit in {:.1}s, all settled after \
          {:.1}s ({:?}; {} builds skipped, their images tagged with the commit); promotions counts ServiceBuilds whose current digest \
          comes from the new commit (monoship_promotions_total rose by {}, \
-         monoship_unchanged_builds_total by {}); monoship's registry requests: {}. \
+         monoship_builds_total{{result=\"skipped\"}} by {}); monoship's registry requests: {}. \
          Baseline: every \
          service rebuilt (Jobs = {count}) and redeployed: `latest` moved by skopeo copy, measured \
          on {} services ({} requests) and scaled to {count}; Deployment writes measured on \
@@ -295,7 +331,7 @@ pub fn rows(report: &mut Report, count: usize, p3: &P3, base: &Baseline) {
         p3.phases,
         p3.skipped,
         p3.promotions_metric,
-        p3.unchanged_metric,
+        p3.skipped_metric,
         classes_text(&classes(&p3.registry), 1),
         base.sample,
         base.sample_requests,

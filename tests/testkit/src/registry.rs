@@ -189,6 +189,11 @@ impl TestRegistry {
         lock(&self.requests).clear();
     }
 
+    /// The process id of the `docker-registry` behind the proxy.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A position in the request list, for [`requests_since`](Self::requests_since).
     pub fn mark(&self) -> usize {
         lock(&self.requests).len()
