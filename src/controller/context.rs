@@ -166,13 +166,19 @@ impl Context {
         self.forget_failures(sb);
     }
 
-    /// Drop what this replica keeps of ServiceBuilds for which `exists` is false.
+    /// Drop what this replica keeps of ServiceBuilds for which `exists` is false, and of
+    /// Monorepos its store no longer has.
     pub(super) fn prune(&self, exists: impl Fn(&ObjectRef<ServiceBuild>) -> bool) {
         if let Ok(mut written) = self.written.lock() {
             written.retain(|key, _| exists(key));
         }
         if let Ok(mut failures) = self.failures.lock() {
             failures.retain(|key, _| exists(key));
+        }
+        // Branch polls of Monorepos that are gone.
+        let monorepos = self.monorepos.lock().ok().and_then(|m| m.clone());
+        if let (Some(store), Ok(mut polls)) = (monorepos, self.polls.lock()) {
+            polls.retain(|key, _| store.get(key).is_some());
         }
         self.metrics
             .tracked

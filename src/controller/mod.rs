@@ -363,5 +363,27 @@ mod tests {
         assert_eq!(context.tracked(), 1);
         context.forget(&kept);
         assert_eq!(context.tracked(), 0);
+
+        // A Monorepo's last branch poll goes with the Monorepo.
+        let (store, mut writer) = kube::runtime::reflector::store::<Monorepo>();
+        let monorepo = |name: &str| -> Monorepo {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "monoship.dev/v1alpha1", "kind": "Monorepo",
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"repository": "https://git.example/shop.git", "ref": {"branch": "main"}}
+            }))
+            .unwrap()
+        };
+        let (kept, gone) = (monorepo("kept"), monorepo("gone"));
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(kept.clone()));
+        context.set_monorepos(Some(store));
+        context.polled(ObjectRef::from_obj(&kept));
+        context.polled(ObjectRef::from_obj(&gone));
+        context.prune(|_| true);
+        let polls = context.polls.lock().unwrap();
+        assert_eq!(
+            polls.keys().cloned().collect::<Vec<_>>(),
+            [ObjectRef::from_obj(&kept)]
+        );
     }
 }

@@ -247,7 +247,7 @@ impl Context {
             .filter(|d| !d.is_zero())
     }
 
-    fn polled(&self, key: ObjectRef<Monorepo>) {
+    pub(super) fn polled(&self, key: ObjectRef<Monorepo>) {
         if let Ok(mut polled) = self.polls.lock() {
             polled.insert(key, Instant::now());
         }
