@@ -44,8 +44,9 @@ fn state(follower: &Follower<'_>, revision: &str) -> (State, bool) {
             .build
             .as_ref()
             .is_some_and(|b| b.reused_from.is_none() && !b.job_name.is_empty());
-    // A stall is shown whatever the revision: the spec or what it references is wrong.
-    if status.phase == Some(Phase::Stalled) && current {
+    // A stall is shown whatever the revision: the spec or what it references is wrong. Not
+    // one on this very Monorepo being missing: it exists, the follower has yet to see it.
+    if status.phase == Some(Phase::Stalled) && current && !waits_for_monorepo(status) {
         return (State::Stalled, changed);
     }
     if !on_revision || !current {
@@ -58,6 +59,15 @@ fn state(follower: &Follower<'_>, revision: &str) -> (State, bool) {
         _ => State::Building,
     };
     (state, changed)
+}
+
+/// Whether a follower is stalled because the Monorepo it follows did not exist when it looked.
+fn waits_for_monorepo(status: &ServiceBuildStatus) -> bool {
+    status.conditions.iter().any(|c| {
+        c.type_ == crate::conditions::types::STALLED
+            && c.status == "True"
+            && c.reason == reasons::MONOREPO_NOT_FOUND
+    })
 }
 
 /// The rollout of `revision` over `followers` (sorted by name for stable lists).
@@ -270,6 +280,45 @@ mod tests {
     ) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
         let ready = status.conditions.iter().find(|c| c.type_ == types::READY);
         ready.unwrap_or_else(|| panic!("no Ready condition: {status:?}"))
+    }
+
+    /// A follower still stalled on the Monorepo being missing is on its way, not stalled: the
+    /// Monorepo summarizing it exists. Any other stall counts, whatever the revision.
+    #[test]
+    fn a_stall_on_the_missing_monorepo_is_not_a_stalled_follower() {
+        let stalled = |reason: &str| ServiceBuildStatus {
+            observed_generation: Some(1),
+            phase: Some(Phase::Stalled),
+            conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+                type_: types::STALLED.into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: "m".into(),
+                last_transition_time: at(1),
+                observed_generation: Some(1),
+            }],
+            ..ServiceBuildStatus::default()
+        };
+        let (missing, invalid) = (
+            stalled(reasons::MONOREPO_NOT_FOUND),
+            stalled(reasons::INVALID_SPEC),
+        );
+        let followers = [
+            Follower {
+                name: "a",
+                generation: Some(1),
+                status: Some(&missing),
+            },
+            Follower {
+                name: "b",
+                generation: Some(1),
+                status: Some(&invalid),
+            },
+        ];
+        let summary = summarize(R2, &followers);
+        assert_eq!((summary.building, summary.stalled), (1, 1));
+        assert_eq!(summary.stalled_names, ["b"]);
+        assert!(!finished(&summary));
     }
 
     #[test]
