@@ -17,7 +17,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use monoship_testkit::apiserver::{ApiServer, ApiServerConfig, WriteRecord};
 use monoship_testkit::git::GitRepo;
 use monoship_testkit::git_server::{GitServer, GitServerOptions};
@@ -397,7 +397,8 @@ pub async fn wait_settled(
     let mut objects: HashMap<String, Value> = HashMap::new();
     let mut settled: HashSet<String> = HashSet::new();
     let mut listing = false;
-    let stream = watcher(servicebuilds(client), watcher::Config::default());
+    // With a backoff: an error is retried after a pause, not at once in a loop.
+    let stream = watcher(servicebuilds(client), watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     loop {
         let event = match tokio::time::timeout_at(deadline, stream.next()).await {

@@ -20,7 +20,7 @@ use crate::act::{Acted, Actor};
 use crate::api::{FIELD_MANAGER, Phase, ServiceBuild, ServiceBuildStatus, short_revision};
 use crate::conditions::reasons;
 use crate::metrics::ResultLabels;
-use crate::pipeline::decide::{Plan, decide, decide_without_job};
+use crate::pipeline::decide::{Plan, decide_by_job, decide_without_job};
 use crate::pipeline::events::Note;
 use crate::pipeline::observe::{
     Inputs, JobState, Observed, ObservedJob, Policy, WantedBuild, build_is_current,
@@ -137,9 +137,8 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         // Observe: the wanted build's Job, unless the build is finished or the next step does
         // not depend on it (a skipped build reads no Job).
         let missing = ObservedJob::missing();
-        let job = if build_is_finished(&status, &wanted)
-            || decide_without_job(&facts.observed(&status, &missing)).is_some()
-        {
+        let early = decide_without_job(&facts.observed(&status, &missing));
+        let job = if early.is_some() || build_is_finished(&status, &wanted) {
             missing
         } else {
             match observe_build_job(ctx, &sb, &namespace, &wanted, &now).await {
@@ -153,7 +152,8 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
             }
         };
         let observed = facts.observed(&status, &job);
-        let plan = decide(&observed);
+        // `decide`, in two parts: the Job was read only when the first part had no plan.
+        let plan = early.unwrap_or_else(|| decide_by_job(&observed));
         debug!(?plan, "decided");
         let Acted { outcome, error } = actor.act(&plan, &observed).await;
         count_target_writes(ctx, &outcome);

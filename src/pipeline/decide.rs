@@ -125,8 +125,8 @@ pub fn decide_without_job(observed: &Observed<'_>) -> Option<Plan> {
     None
 }
 
-/// The next step, read from the wanted build's Job.
-fn decide_by_job(observed: &Observed<'_>) -> Plan {
+/// The next step, read from the wanted build's Job, when [`decide_without_job`] gave none.
+pub fn decide_by_job(observed: &Observed<'_>) -> Plan {
     let Observed {
         namespace,
         status,
