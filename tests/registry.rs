@@ -48,6 +48,25 @@ fn push(registry: &TestRegistry, dir: &Path, repo: &str, tag: &str) -> String {
     build_and_push(dir, &registry.host(), repo, tag)
 }
 
+/// The OCI image manifest `repository@digest`, read straight from the registry.
+async fn image_manifest(
+    registry: &TestRegistry,
+    repository: &str,
+    digest: &str,
+) -> serde_json::Value {
+    let url = format!(
+        "http://{}/v2/{repository}/manifests/{digest}",
+        registry.host()
+    );
+    let answer = reqwest::Client::new()
+        .get(url)
+        .header("Accept", MANIFEST_TYPES[1])
+        .send()
+        .await
+        .unwrap();
+    answer.json().await.unwrap()
+}
+
 fn assert_stalled(result: Result<impl std::fmt::Debug, Error>, reason: &str) -> String {
     match result {
         Err(Error::Stalled {
@@ -77,18 +96,7 @@ async fn build_is_deterministic_and_content_addressed() {
     assert_ne!(a, c, "different content must give a different digest");
 
     // The image has the requested number of layers.
-    let manifest: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://{}/v2/banana/manifests/{a}",
-            registry.host()
-        ))
-        .header("Accept", MANIFEST_TYPES[1])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let manifest = image_manifest(&registry, "banana", &a).await;
     assert_eq!(
         manifest["layers"].as_array().map(Vec::len),
         Some(3),
@@ -296,31 +304,50 @@ async fn retag_moves_the_tag_with_one_manifest_put_and_no_blob_upload() {
     );
 }
 
-/// A new revision tag is added with GET by digest and PUT, no check first; adding it again
-/// writes the same bytes again and changes nothing.
+/// A new revision tag is added with GET by digest and PUT, no check first; the next tag of the
+/// same image is one PUT of the bytes kept from the first; adding a tag again writes the same
+/// bytes again and changes nothing.
 #[tokio::test]
-async fn a_new_tag_is_added_with_two_requests_and_again_harmlessly() {
+async fn a_new_tag_is_added_with_two_requests_and_the_next_with_one() {
     let registry = TestRegistry::start().await;
     let built = push(&registry, service_dir("one\n").path(), "banana", "build-1");
     let client = client_for(&registry);
     let repository = format!("{}/banana", registry.host());
 
-    for _ in 0..2 {
+    let get = format!("GET /v2/banana/manifests/{built} -> 200");
+    for (tag, expected) in [
+        (
+            "rev-2",
+            vec![get.clone(), "PUT /v2/banana/manifests/rev-2 -> 201".into()],
+        ),
+        (
+            "rev-3",
+            vec!["PUT /v2/banana/manifests/rev-3 -> 201".to_string()],
+        ),
+        (
+            "rev-2",
+            vec!["PUT /v2/banana/manifests/rev-2 -> 201".to_string()],
+        ),
+    ] {
         registry.reset_requests();
         let outcome = client
-            .add_tag_without_upload(&repository, &built, "rev-2", &RegistryAuth::Anonymous)
+            .add_tag_without_upload(&repository, &built, tag, &RegistryAuth::Anonymous)
             .await
             .unwrap();
         assert_eq!(outcome, RetagOutcome::Moved { previous: None });
-        assert_eq!(
-            sequence(&registry.requests()),
-            [
-                format!("GET /v2/banana/manifests/{built} -> 200"),
-                "PUT /v2/banana/manifests/rev-2 -> 201".to_string(),
-            ]
-        );
+        assert_eq!(sequence(&registry.requests()), expected, "{tag}");
         assert_eq!(registry.blob_uploads(), 0);
     }
+    // Another client (another controller process) keeps nothing yet: it reads the bytes.
+    registry.reset_requests();
+    client_for(&registry)
+        .add_tag_without_upload(&repository, &built, "rev-4", &RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+    assert_eq!(
+        sequence(&registry.requests()),
+        [get, "PUT /v2/banana/manifests/rev-4 -> 201".to_string()]
+    );
     assert_eq!(
         client
             .resolve_digest(&repository, "rev-2", &RegistryAuth::Anonymous)
@@ -330,7 +357,7 @@ async fn a_new_tag_is_added_with_two_requests_and_again_harmlessly() {
     );
     let tags = registry.tags_by_digest("banana");
     let with_built = tags.iter().find(|(digest, _)| *digest == built).unwrap();
-    assert_eq!(with_built.1, ["build-1", "rev-2"]);
+    assert_eq!(with_built.1, ["build-1", "rev-2", "rev-3", "rev-4"]);
 
     // An image gone from the registry is IMAGE_NOT_FOUND, as for a tag move.
     let absent = format!("sha256:{}", "0".repeat(64));
@@ -339,6 +366,79 @@ async fn a_new_tag_is_added_with_two_requests_and_again_harmlessly() {
             .add_tag_without_upload(&repository, &absent, "rev-3", &RegistryAuth::Anonymous)
             .await,
         reasons::IMAGE_NOT_FOUND,
+    );
+}
+
+/// Kept bytes are believed only as long as the registry takes them: once the image is deleted
+/// with its blobs, the PUT of the kept bytes is refused, they are forgotten and read again, and
+/// the image is known gone (IMAGE_NOT_FOUND, so the revision is built). A manifest deleted while
+/// its blobs stay is written back by the tag, as a rebuild of the same inputs would push it.
+#[tokio::test]
+async fn kept_bytes_the_registry_refuses_are_read_again() {
+    let registry = TestRegistry::start().await;
+    let built = push(&registry, service_dir("gone\n").path(), "banana", "build-1");
+    let client = client_for(&registry);
+    let repository = format!("{}/banana", registry.host());
+    let anonymous = RegistryAuth::Anonymous;
+    client
+        .add_tag_without_upload(&repository, &built, "rev-2", &anonymous)
+        .await
+        .unwrap();
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/v2/banana", registry.host());
+    let manifest = image_manifest(&registry, "banana", &built).await;
+    let delete = |path: String| {
+        let http = http.clone();
+        async move {
+            let status = http.delete(path).send().await.unwrap().status();
+            assert_eq!(status, reqwest::StatusCode::ACCEPTED);
+        }
+    };
+
+    // The manifest is deleted, its blobs stay: the tag puts it back.
+    delete(format!("{base}/manifests/{built}")).await;
+    registry.reset_requests();
+    client
+        .add_tag_without_upload(&repository, &built, "rev-3", &anonymous)
+        .await
+        .unwrap();
+    assert_eq!(
+        sequence(&registry.requests()),
+        ["PUT /v2/banana/manifests/rev-3 -> 201"]
+    );
+    assert_eq!(
+        client
+            .resolve_digest(&repository, "rev-3", &anonymous)
+            .await
+            .unwrap(),
+        built
+    );
+
+    // The manifest and its blobs are deleted: the kept bytes are refused, read again, gone.
+    delete(format!("{base}/manifests/{built}")).await;
+    let mut blobs = vec![manifest["config"]["digest"].as_str().unwrap().to_owned()];
+    for layer in manifest["layers"].as_array().unwrap() {
+        blobs.push(layer["digest"].as_str().unwrap().to_owned());
+    }
+    for blob in blobs {
+        delete(format!("{base}/blobs/{blob}")).await;
+    }
+    registry.reset_requests();
+    assert_stalled(
+        client
+            .add_tag_without_upload(&repository, &built, "rev-4", &anonymous)
+            .await,
+        reasons::IMAGE_NOT_FOUND,
+    );
+    // The refusal first asks whether the tag is there already (as for immutable tags).
+    assert_eq!(
+        sequence(&registry.requests()),
+        [
+            "PUT /v2/banana/manifests/rev-4 -> 400".to_string(),
+            "HEAD /v2/banana/manifests/rev-4 -> 404".to_string(),
+            format!("GET /v2/banana/manifests/{built} -> 404"),
+        ]
     );
 }
 
@@ -377,7 +477,7 @@ async fn an_immutable_tag_already_there_counts_as_added() {
     assert_eq!(
         fake_sequence(&fake.requests()),
         [
-            format!("GET /v2/banana/manifests/{v1} -> 200"),
+            // The bytes are those kept from the first write.
             "PUT /v2/banana/manifests/rev-2 -> 400".to_string(),
             "HEAD /v2/banana/manifests/rev-2 -> 200".to_string(),
         ]

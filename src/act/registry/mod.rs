@@ -11,6 +11,10 @@
 //! - Move a tag: resolve it; if it already points at the digest, stop. Else `GET` the manifest
 //!   by digest, check that its sha256 is that digest, and `PUT` the identical bytes to
 //!   `/manifests/<tag>` with the `Content-Type` it came with. No blob is uploaded.
+//! - The bytes of a manifest read or written lately are kept (by credential, repository and
+//!   digest; bounded in bytes and age, see `manifests`), so tagging the same image again, as
+//!   every commit that leaves a service's inputs unchanged does, needs no `GET`. A registry
+//!   that refuses kept bytes gets them read afresh.
 //! - Add a tag that is almost never there yet (a skipped build's revision tag): the same `GET`
 //!   and `PUT`, and the check only when the `PUT` is refused (a registry with immutable tags
 //!   refuses to write a tag again, even with the same bytes): if the tag already points at the
@@ -31,6 +35,7 @@
 mod answer;
 mod auth;
 mod manifest;
+mod manifests;
 mod reference;
 mod transport;
 
@@ -48,6 +53,7 @@ use crate::conditions::reasons;
 use crate::metrics::Metrics;
 use answer::{describe_content_type, failure, into_error, read_bounded, redacted};
 use manifest::{ACCEPT_MANIFESTS, MANIFEST_BODY_CAP, media_type_of, sha256_digest, shape_problem};
+use manifests::ManifestCache;
 pub use reference::is_sha256_digest;
 use reference::{Repository, check_tag};
 use transport::{Access, Call, Transport};
@@ -76,6 +82,7 @@ pub enum RetagOutcome {
 #[derive(Clone)]
 pub struct RegistryClient {
     transport: Arc<Transport>,
+    manifests: Arc<ManifestCache>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -94,7 +101,7 @@ enum Failure {
 }
 
 /// A manifest as a registry served it, checked.
-struct Manifest {
+struct Fetched {
     body: Vec<u8>,
     media_type: &'static str,
     digest: String,
@@ -108,6 +115,7 @@ impl RegistryClient {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             transport: Arc::new(Transport::new(insecure)),
+            manifests: Arc::default(),
             metrics: None,
         }
     }
@@ -189,7 +197,7 @@ impl RegistryClient {
         repository: &Repository,
         reference: &str,
         auth: &RegistryAuth,
-    ) -> Result<Manifest, Failure> {
+    ) -> Result<Fetched, Failure> {
         let call = self.call(
             "get_manifest",
             Method::GET,
@@ -236,7 +244,7 @@ impl RegistryClient {
                 "the registry's Docker-Content-Digest {header} is not the body's sha256 {digest}"
             )));
         }
-        Ok(Manifest {
+        Ok(Fetched {
             body,
             media_type,
             digest,
@@ -329,66 +337,101 @@ impl RegistryClient {
             Check::WhenRefused => None,
         };
 
-        let manifest = match self.fetch_manifest(repository, digest, auth).await {
-            Ok(manifest) if manifest.digest == digest => manifest,
-            Ok(manifest) => {
+        let key = manifests::Key {
+            credential: self.transport.credential_id(auth),
+            host: repository.host.clone(),
+            name: repository.name.clone(),
+            digest: digest.to_owned(),
+        };
+        // Kept bytes first; once more with bytes read afresh if the registry refuses them.
+        let mut kept = self.manifests.get(&key);
+        loop {
+            let from_cache = kept.is_some();
+            let manifest = match kept.take() {
+                Some(manifest) => manifest,
+                None => {
+                    let manifest = self.manifest_by_digest(repository, digest, auth).await?;
+                    self.manifests.put(key.clone(), manifest.clone());
+                    manifest
+                }
+            };
+            let mut call = self.call("put_manifest", Method::PUT, repository, tag, Access::Push);
+            call.headers = vec![(CONTENT_TYPE, HeaderValue::from_static(manifest.media_type))];
+            call.body = Some(manifest.body.clone());
+            let response = self
+                .transport
+                .send(&call, auth)
+                .await
+                .map_err(|failure| into_error(failure, "put manifest", written, tag))?;
+            if !response.status().is_success() {
+                let refused = into_error(failure(response).await, "put manifest", written, tag);
+                // A registry that keeps tags immutable refuses even the same bytes: the tag may
+                // be there already, from an earlier attempt.
+                if check == Check::WhenRefused
+                    && self
+                        .tagged(repository, tag, auth)
+                        .await
+                        .ok()
+                        .flatten()
+                        .as_deref()
+                        == Some(digest)
+                {
+                    return Ok(RetagOutcome::AlreadyTagged);
+                }
+                if from_cache {
+                    // Perhaps the image is gone: read it again, and learn so if it is.
+                    self.manifests.forget(&key);
+                    continue;
+                }
+                return Err(refused);
+            }
+            if let Some(stored) = header_digest(response.headers())
+                && stored != digest
+            {
+                self.manifests.forget(&key);
+                let message = format!("the registry stored the manifest as {stored}");
+                return Err(into_error(
+                    Failure::Transient(message),
+                    "put manifest",
+                    written,
+                    tag,
+                ));
+            }
+            return Ok(RetagOutcome::Moved { previous });
+        }
+    }
+
+    /// GET the manifest `digest` names, as a tag write sends it: its sha256 must be `digest`.
+    async fn manifest_by_digest(
+        &self,
+        repository: &Repository,
+        digest: &str,
+        auth: &RegistryAuth,
+    ) -> Result<Arc<manifests::Manifest>, Error> {
+        let written = repository.written.as_str();
+        match self.fetch_manifest(repository, digest, auth).await {
+            Ok(fetched) if fetched.digest == digest => Ok(Arc::new(manifests::Manifest {
+                body: fetched.body,
+                media_type: fetched.media_type,
+            })),
+            Ok(fetched) => {
                 let message = format!(
                     "the registry served a manifest whose sha256 is {}",
-                    manifest.digest
+                    fetched.digest
                 );
-                return Err(into_error(
+                Err(into_error(
                     Failure::Transient(message),
                     "get manifest",
                     written,
                     digest,
-                ));
+                ))
             }
-            Err(Failure::NotFound(_)) => {
-                return Err(Error::stalled(
-                    reasons::IMAGE_NOT_FOUND,
-                    format!("{written}@{digest} does not exist in the registry"),
-                ));
-            }
-            Err(failure) => return Err(into_error(failure, "get manifest", written, digest)),
-        };
-
-        let mut call = self.call("put_manifest", Method::PUT, repository, tag, Access::Push);
-        call.headers = vec![(CONTENT_TYPE, HeaderValue::from_static(manifest.media_type))];
-        call.body = Some(manifest.body);
-        let response = self
-            .transport
-            .send(&call, auth)
-            .await
-            .map_err(|failure| into_error(failure, "put manifest", written, tag))?;
-        if !response.status().is_success() {
-            let refused = into_error(failure(response).await, "put manifest", written, tag);
-            // A registry that keeps tags immutable refuses even the same bytes: the tag may be
-            // there already, from an earlier attempt.
-            if check == Check::WhenRefused
-                && self
-                    .tagged(repository, tag, auth)
-                    .await
-                    .ok()
-                    .flatten()
-                    .as_deref()
-                    == Some(digest)
-            {
-                return Ok(RetagOutcome::AlreadyTagged);
-            }
-            return Err(refused);
+            Err(Failure::NotFound(_)) => Err(Error::stalled(
+                reasons::IMAGE_NOT_FOUND,
+                format!("{written}@{digest} does not exist in the registry"),
+            )),
+            Err(failure) => Err(into_error(failure, "get manifest", written, digest)),
         }
-        if let Some(stored) = header_digest(response.headers())
-            && stored != digest
-        {
-            let message = format!("the registry stored the manifest as {stored}");
-            return Err(into_error(
-                Failure::Transient(message),
-                "put manifest",
-                written,
-                tag,
-            ));
-        }
-        Ok(RetagOutcome::Moved { previous })
     }
 }
 

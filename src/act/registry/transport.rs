@@ -110,7 +110,7 @@ fn count(metrics: Option<&Metrics>, operation: &'static str, status: Option<Stat
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -168,7 +168,7 @@ impl Transport {
     }
 
     /// The number that keys this credential's tokens.
-    fn credential_id(&self, auth: &RegistryAuth) -> u64 {
+    pub(super) fn credential_id(&self, auth: &RegistryAuth) -> u64 {
         let mut guard = lock(&self.credentials);
         let (ids, next) = &mut *guard;
         if let Some(id) = ids.get(auth) {
