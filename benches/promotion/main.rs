@@ -82,7 +82,16 @@ async fn run(started: Instant) -> Outcome<()> {
     let p2 = p2::measure(&mut report, &fixture, &mut fleet).await?;
     let p1b = p1b::measure(&mut report, &fixture, &mut fleet).await?;
     let p5 = p5::measure(&mut report, &fixture, &mut fleet).await?;
-    let p3 = p3::measure(&mut report, &fixture, &mut fleet).await?;
+    let p3 = p3::measure(&mut report, &fixture, &mut fleet, count / 2, "rev2", "p3").await?;
+    let p3_next = p3::measure(
+        &mut report,
+        &fixture,
+        &mut fleet,
+        count / 2 + 1,
+        "rev3",
+        "p3_next",
+    )
+    .await?;
     fleet.stop().await;
 
     progress("baselines: skopeo copy and redeploys");
@@ -93,7 +102,7 @@ async fn run(started: Instant) -> Outcome<()> {
 
     p1b::rows(&mut report, count, &p1b, &p1b_base, &p3_base.writes);
     p2::rows(&mut report, count, &p2, &p2_base);
-    p3::rows(&mut report, count, &p3, &p3_base);
+    p3::rows(&mut report, count, &p3, &p3_next, &p3_base);
     p4::row(&mut report, &p4);
     p5::rows(&mut report, count, &p5);
     // The scaling table runs on fleets of its own: this one's API server and registry go.

@@ -69,9 +69,15 @@ pub struct Commit {
     pub cpu_seconds: [f64; 3],
 }
 
-/// Move every ServiceBuild to a new commit at which one service's image changed (its build
-/// yields another image); record what the controller does until every status settles.
-pub async fn one_changed(fixture: &Fixture, fleet: &mut Fleet) -> Outcome<Commit> {
+/// Move every ServiceBuild to a new commit (`label`) at which one service's image changed (the
+/// `changed`-th service's build yields another image); record what the controller does until
+/// every status settles.
+pub async fn one_changed(
+    fixture: &Fixture,
+    fleet: &mut Fleet,
+    changed: usize,
+    label: &str,
+) -> Outcome<Commit> {
     let (api, client, registry, setup) = (
         &fixture.api,
         &fixture.client,
@@ -81,8 +87,8 @@ pub async fn one_changed(fixture: &Fixture, fleet: &mut Fleet) -> Outcome<Commit
     // A commit that changes one service's inputs. Only that one builds (its image, b, is
     // placed as its build would push it); every other service's image gets the commit's tag
     // from monoship.
-    let changed = service(fleet.count / 2);
-    let rev2 = fixture.commit(std::slice::from_ref(&changed), "rev2");
+    let changed = service(changed);
+    let rev2 = fixture.commit(std::slice::from_ref(&changed), label);
     setup
         .mount(&fleet.image_b, &repository_path(&changed))
         .await?;
@@ -155,9 +161,19 @@ pub fn promotions(commit: &Commit) -> usize {
         .count()
 }
 
-/// [`one_changed`], counted and reported.
-pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) -> Outcome<P3> {
-    progress("P3: one commit across every service, one changed");
+/// [`one_changed`] for the `changed`-th service at commit `label`, counted and reported in the
+/// raw figures under `key`.
+pub async fn measure(
+    report: &mut Report,
+    fixture: &Fixture,
+    fleet: &mut Fleet,
+    changed: usize,
+    label: &str,
+    key: &str,
+) -> Outcome<P3> {
+    progress(&format!(
+        "P3 ({key}): one commit across every service, one changed"
+    ));
     let promotions_before = fleet
         .controller
         .counter("monoship_promotions_total")
@@ -166,7 +182,7 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
         .controller
         .counter("monoship_builds_total{result=\"skipped\"}")
         .await?;
-    let commit = one_changed(fixture, fleet).await?;
+    let commit = one_changed(fixture, fleet, changed, label).await?;
     let jobs = job_creates(&commit.writes);
     let target_writes = target_writes(&commit.writes);
     let controller = &fleet.controller;
@@ -187,7 +203,7 @@ pub async fn measure(report: &mut Report, fixture: &Fixture, fleet: &mut Fleet) 
     let git_fetches = commit.git_fetches;
     let requests = commit.requests;
     report.raw(
-        "p3",
+        key,
         json!({"jobs_created": jobs, "promotions": promotions,
                "promotions_metric_delta": promotions_metric, "skipped_metric_delta": skipped_metric,
                "target_writes": target_writes, "registry_requests": requests.len(),
@@ -259,7 +275,8 @@ pub async fn baseline(
     })
 }
 
-pub fn rows(report: &mut Report, count: usize, p3: &P3, base: &Baseline) {
+/// The rows of the first commit after a restart (`p3`) and of the next one (`next`).
+pub fn rows(report: &mut Report, count: usize, p3: &P3, next: &P3, base: &Baseline) {
     report.row(
         &format!("P3 Jobs created, 1 of {count} changed"),
         Some(p3.jobs as f64),
@@ -292,21 +309,31 @@ pub fn rows(report: &mut Report, count: usize, p3: &P3, base: &Baseline) {
         Some(p3.target_writes == 1),
         "",
     );
+    for (commit, which) in [(p3, "first commit after a restart"), (next, "next commit")] {
+        report.row(
+            &format!("P3 registry requests, {which}"),
+            Some(commit.registry.len() as f64),
+            Some(base.registry_scaled),
+            "report",
+            None,
+            "",
+        );
+        report.row(
+            &format!("P3 revision patch -> every status settled, {which}"),
+            Some(commit.settle_seconds),
+            None,
+            "< 3 s",
+            Some(commit.settle_seconds < 3.0),
+            " s",
+        );
+    }
     report.row(
-        "P3 registry requests",
-        Some(p3.registry.len() as f64),
-        Some(base.registry_scaled),
-        "report",
-        None,
+        "P3 Jobs created, next commit",
+        Some(next.jobs as f64),
+        Some(count as f64),
+        "1",
+        Some(next.jobs == 1),
         "",
-    );
-    report.row(
-        "P3 time from the revision patch until every status settles",
-        Some(p3.settle_seconds),
-        None,
-        "< 3 s",
-        Some(p3.settle_seconds < 3.0),
-        " s",
     );
     report.row(
         "P3 controller peak RSS with the git cache in use",
@@ -337,5 +364,15 @@ pub fn rows(report: &mut Report, count: usize, p3: &P3, base: &Baseline) {
         base.sample_requests,
         base.writes.changed,
         base.seconds,
+    ));
+    report.note(format!(
+        "P3 next commit: the same controller, right after, moves every ServiceBuild to another \
+         commit at which another service changed: settled after {:.1}s ({:?}); monoship's \
+         registry requests: {}. A skipped build's revision tag is one manifest PUT of bytes the \
+         controller kept from the commit before (the first commit after a restart reads them \
+         with a GET).",
+        next.settle_seconds,
+        next.phases,
+        classes_text(&classes(&next.registry), 1),
     ));
 }

@@ -161,7 +161,7 @@ async fn one_size(services: usize) -> Outcome<Size> {
     let (promoted_kib, _) = fleet.controller.memory()?;
     let resync = p2::resync(&fixture, &mut fleet).await?;
     let cpu_before = fleet.controller.cpu_seconds()?;
-    let commit = p3::one_changed(&fixture, &mut fleet).await?;
+    let commit = p3::one_changed(&fixture, &mut fleet, services / 2, "rev2").await?;
     let commit_cpu_seconds = fleet.controller.cpu_seconds()? - cpu_before;
     let (restarted_kib, _) = fleet.controller.memory()?;
     fleet.stop().await;
