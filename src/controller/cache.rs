@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -26,6 +27,7 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector::store::Writer};
 use kube::{Client, Resource};
 use serde::{Deserialize, Deserializer};
 
+use super::by_repository::ByRepository;
 use crate::api::{SERVICEBUILD_LABEL, ServiceBuild, ServiceBuildSpec, ServiceBuildStatus};
 
 /// The annotation `kubectl apply` keeps the whole last applied object in.
@@ -55,7 +57,7 @@ impl Watches {
     /// builds it, with ServiceBuilds read as [`Watched`] and Jobs as [`WatchedJob`], and a
     /// ServiceBuild's changes waking a reconcile only as [`wakes`] says. Its store fills as the
     /// watch runs, with every change.
-    pub fn controller(&self) -> Controller<ServiceBuild> {
+    pub fn controller(&self, by_repository: Arc<ByRepository>) -> Controller<ServiceBuild> {
         let (store, writer) = reflector::store();
         let servicebuilds = servicebuild_events(
             watcher::watcher(
@@ -63,6 +65,7 @@ impl Watches {
                 watcher::Config::default().any_semantic(),
             ),
             writer,
+            by_repository,
         )
         .predicate_filter(wakes, PredicateConfig::default());
         let jobs = watcher::watcher(
@@ -74,10 +77,12 @@ impl Watches {
     }
 }
 
-/// The ServiceBuilds of `events`, kept in `writer`'s store as they arrive.
+/// The ServiceBuilds of `events`, kept in `writer`'s store and in `by_repository` as they
+/// arrive.
 fn servicebuild_events(
     events: impl Stream<Item = watcher::Result<Event<Watched>>> + Send + 'static,
     writer: Writer<ServiceBuild>,
+    by_repository: Arc<ByRepository>,
 ) -> impl Stream<Item = watcher::Result<ServiceBuild>> + Send + 'static {
     events
         .map_ok(|event| match event {
@@ -87,6 +92,7 @@ fn servicebuild_events(
             Event::InitApply(sb) => Event::InitApply(sb.0),
             Event::InitDone => Event::InitDone,
         })
+        .inspect_ok(move |event| by_repository.observe(event))
         .reflect(writer)
         .applied_objects()
 }

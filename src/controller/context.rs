@@ -12,6 +12,7 @@ use kube::{Client, ResourceExt};
 use tracing::warn;
 
 use super::Settings;
+use super::by_repository::ByRepository;
 use crate::Result;
 use crate::act::registry::RegistryClient;
 use crate::act::targets::nomad::NomadClients;
@@ -35,6 +36,8 @@ pub struct Context {
     pub(super) written: Mutex<HashMap<ObjectRef<ServiceBuild>, String>>,
     /// The controller's cache of ServiceBuilds, from when it has synced until it stops.
     pub(super) servicebuilds: Mutex<Option<Store<ServiceBuild>>>,
+    /// The names in that cache by namespace and image repository.
+    pub(super) by_repository: Arc<ByRepository>,
     /// Background fetches of the commits whose inputs builds compare.
     pub(super) inputs: Option<Arc<Fetcher>>,
     /// The controller's cache of Monorepos, from when it has synced until it stops.
@@ -79,6 +82,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             written: Mutex::new(HashMap::new()),
             servicebuilds: Mutex::new(None),
+            by_repository: Arc::default(),
             inputs,
             monorepos: Mutex::new(None),
             polls: Mutex::new(HashMap::new()),

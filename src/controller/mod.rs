@@ -2,6 +2,7 @@
 //! build Jobs, run only while this replica leads, stopped promptly on shutdown. One reconcile
 //! (observe → decide → act → record) is in [`reconcile`].
 
+mod by_repository;
 mod cache;
 mod context;
 mod events;
@@ -138,7 +139,7 @@ pub async fn run(
             () = waiting.wait_for(true) => {}
         }
         info!("leading: starting the controller");
-        let controller = watches.controller();
+        let controller = watches.controller(context.by_repository.clone());
         let controller = match &context.inputs {
             // A fetch that ends wakes the ServiceBuilds that waited for it.
             Some(fetcher) => controller.reconcile_on(woken(fetcher.subscribe())),
