@@ -147,6 +147,8 @@ struct Entry {
     /// The repository as last opened for lookups, shared by them: opening it (config, refs,
     /// pack indices) costs more than a lookup. Dropped by every fetch.
     opened: Mutex<Option<gix::ThreadSafeRepository>>,
+    /// Directories read for lookups, shared by them.
+    trees: store::Trees,
 }
 
 impl Entry {
@@ -213,6 +215,7 @@ impl GitCache {
                     last_used: AtomicU64::new(order as u64),
                     size: AtomicU64::new(found.size),
                     opened: Mutex::new(None),
+                    trees: store::Trees::default(),
                 };
                 (found.key, Arc::new(entry))
             })
@@ -334,7 +337,7 @@ impl GitCache {
             }
             entry.last_used.store(self.tick(), Ordering::SeqCst);
             let repo = entry.repository()?;
-            return store::lookup(&repo, id, paths)?.ok_or_else(missing);
+            return store::lookup(&repo, &entry.trees, id, paths)?.ok_or_else(missing);
         }
     }
 
@@ -394,6 +397,7 @@ impl GitCache {
                     last_used: AtomicU64::new(0),
                     size: AtomicU64::new(0),
                     opened: Mutex::new(None),
+                    trees: store::Trees::default(),
                 })
             })
             .clone()

@@ -2,6 +2,7 @@
 //! trees.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gix::ObjectId;
@@ -186,8 +187,10 @@ pub(super) fn remove(dir: &Path) {
 }
 
 /// The objects at `paths` of commit `id`'s tree, or `None` when the commit is not present.
+/// Directories are read through `trees`.
 pub(super) fn lookup(
     repo: &gix::Repository,
+    trees: &Trees,
     id: ObjectId,
     paths: &[String],
 ) -> Result<Option<Vec<PathObject>>, GitError> {
@@ -208,19 +211,84 @@ pub(super) fn lookup(
             format!("{id} is a {}, not a commit", object.kind),
         ));
     }
-    let tree = object.into_commit().tree().map_err(|e| damaged(&e))?;
+    let tree = object
+        .into_commit()
+        .tree_id()
+        .map_err(|e| damaged(&e))?
+        .detach();
     paths
         .iter()
-        .map(|path| walk(repo, &tree, path).map_err(|e| e.unwrap_or_else(|e| damaged(&e))))
+        .map(|path| walk(repo, trees, tree, path).map_err(|e| e.unwrap_or_else(|e| damaged(&e))))
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
 
-/// Follow `path` one component at a time from `root`. A path through a file, link or
+/// The most directory entries [`Trees`] keeps (a few hundred KiB).
+const MAX_TREE_ENTRIES: usize = 16 * 1024;
+
+/// Directories as read from the repository, by tree id: every ServiceBuild of a commit walks
+/// through the same few (the root, `services/`), which are then decompressed and parsed once,
+/// not once per ServiceBuild. Tree ids name their content, so an entry never goes stale; when
+/// full, it starts over.
+#[derive(Default)]
+pub(super) struct Trees {
+    /// The directories, and how many entries they hold together.
+    cached: std::sync::Mutex<(TreeMap, usize)>,
+}
+
+type TreeMap = std::collections::HashMap<ObjectId, Arc<[TreeEntry]>>;
+
+pub(super) struct TreeEntry {
+    name: Box<[u8]>,
+    mode: gix::object::tree::EntryMode,
+    id: ObjectId,
+}
+
+impl Trees {
+    fn entries(
+        &self,
+        repo: &gix::Repository,
+        id: ObjectId,
+    ) -> Result<Arc<[TreeEntry]>, gix::Error> {
+        if let Some(found) = self.lock().0.get(&id) {
+            return Ok(found.clone());
+        }
+        let tree = repo.find_tree(id)?;
+        let decoded = tree.decode()?;
+        let entries: Arc<[TreeEntry]> = decoded
+            .entries
+            .iter()
+            .map(|entry| TreeEntry {
+                name: entry.filename.to_vec().into_boxed_slice(),
+                mode: entry.mode,
+                id: entry.oid.to_owned(),
+            })
+            .collect();
+        let mut cached = self.lock();
+        if cached.1 + entries.len() > MAX_TREE_ENTRIES {
+            cached.0.clear();
+            cached.1 = 0;
+        }
+        if entries.len() <= MAX_TREE_ENTRIES {
+            cached.1 += entries.len();
+            cached.0.insert(id, entries.clone());
+        }
+        Ok(entries)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (TreeMap, usize)> {
+        self.cached
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Follow `path` one component at a time from the tree `root`. A path through a file, link or
 /// submodule is absent (a gitlink's commit is not in this repository).
 fn walk(
     repo: &gix::Repository,
-    root: &gix::Tree<'_>,
+    trees: &Trees,
+    root: ObjectId,
     path: &str,
 ) -> Result<PathObject, Result<GitError, gix::Error>> {
     let components: Vec<&str> = path
@@ -234,26 +302,85 @@ fn walk(
         )));
     }
     let Some((last, parents)) = components.split_last() else {
-        return Ok(PathObject::Tree(root.id.to_string()));
+        return Ok(PathObject::Tree(root.to_string()));
     };
-    let mut tree = root.clone();
+    let mut tree = root;
     for name in parents {
-        let entry = match tree.lookup_entry([name.as_bytes()]).map_err(Err)? {
-            Some(entry) if entry.mode().is_tree() => entry,
+        let entries = trees.entries(repo, tree).map_err(Err)?;
+        match entries.iter().find(|e| *e.name == *name.as_bytes()) {
+            Some(entry) if entry.mode.is_tree() => tree = entry.id,
             _ => return Ok(PathObject::Absent),
-        };
-        tree = repo.find_tree(entry.object_id()).map_err(Err)?;
+        }
     }
-    let Some(entry) = tree.lookup_entry([last.as_bytes()]).map_err(Err)? else {
+    let entries = trees.entries(repo, tree).map_err(Err)?;
+    let Some(entry) = entries.iter().find(|e| *e.name == *last.as_bytes()) else {
         return Ok(PathObject::Absent);
     };
-    let id = entry.object_id().to_string();
-    let mode = entry.mode();
-    Ok(if mode.is_tree() {
+    let id = entry.id.to_string();
+    Ok(if entry.mode.is_tree() {
         PathObject::Tree(id)
-    } else if mode.is_commit() {
+    } else if entry.mode.is_commit() {
         PathObject::Submodule(id)
     } else {
         PathObject::Blob(id)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    #[test]
+    fn each_directory_walked_through_is_read_once() {
+        let dir = tempfile::tempdir().unwrap();
+        git(dir.path(), &["init", "-q"]);
+        for file in ["services/a/main.go", "services/b/main.go", "README"] {
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, file).unwrap();
+        }
+        git(dir.path(), &["add", "."]);
+        git(dir.path(), &["commit", "-q", "-m", "one"]);
+        let id = ObjectId::from_hex(git(dir.path(), &["rev-parse", "HEAD"]).as_bytes()).unwrap();
+        let tree_of = |path: &str| git(dir.path(), &["rev-parse", &format!("HEAD:{path}")]);
+        let repo = open(&dir.path().join(".git")).unwrap();
+        let trees = Trees::default();
+
+        let paths: Vec<String> = [
+            "services/a",
+            "services/b/main.go",
+            "README",
+            "nope/x",
+            "README/x",
+        ]
+        .map(String::from)
+        .to_vec();
+        for _ in 0..2 {
+            let found = lookup(&repo, &trees, id, &paths).unwrap().unwrap();
+            assert_eq!(
+                found,
+                [
+                    PathObject::Tree(tree_of("services/a")),
+                    PathObject::Blob(tree_of("services/b/main.go")),
+                    PathObject::Blob(tree_of("README")),
+                    PathObject::Absent,
+                    PathObject::Absent,
+                ]
+            );
+        }
+        // The root, services/ and services/b/, each once: 2 + 2 + 1 entries.
+        let cached = trees.lock();
+        assert_eq!((cached.0.len(), cached.1), (3, 5));
+    }
 }
