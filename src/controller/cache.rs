@@ -15,19 +15,21 @@ use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector::store::Writer};
 use kube::{Client, Resource};
 use serde::{Deserialize, Deserializer};
 
 use super::by_repository::ByRepository;
+use crate::api::Monorepo;
 use crate::api::{SERVICEBUILD_LABEL, ServiceBuild, ServiceBuildSpec, ServiceBuildStatus};
 
 /// The annotation `kubectl apply` keeps the whole last applied object in.
@@ -57,7 +59,13 @@ impl Watches {
     /// builds it, with ServiceBuilds read as [`Watched`] and Jobs as [`WatchedJob`], and a
     /// ServiceBuild's changes waking a reconcile only as [`wakes`] says. Its store fills as the
     /// watch runs, with every change.
-    pub fn controller(&self, by_repository: Arc<ByRepository>) -> Controller<ServiceBuild> {
+    /// Each change of a ServiceBuild that follows a Monorepo sends that Monorepo to
+    /// `followers_changed`.
+    pub fn controller(
+        &self,
+        by_repository: Arc<ByRepository>,
+        followers_changed: UnboundedSender<ObjectRef<Monorepo>>,
+    ) -> Controller<ServiceBuild> {
         let (store, writer) = reflector::store();
         let servicebuilds = servicebuild_events(
             watcher::watcher(
@@ -65,7 +73,15 @@ impl Watches {
                 watcher::Config::default().any_semantic(),
             ),
             writer,
-            by_repository,
+            move |event| {
+                by_repository.observe(event);
+                if let Some(monorepo) = followed(event) {
+                    // Unbounded: the Monorepo controller reads as fast as the watch delivers,
+                    // and runs exactly as long as this stream; it stops taking only when it
+                    // is gone.
+                    let _ = followers_changed.unbounded_send(monorepo);
+                }
+            },
         )
         .predicate_filter(wakes, PredicateConfig::default());
         let jobs = watcher::watcher(
@@ -77,12 +93,12 @@ impl Watches {
     }
 }
 
-/// The ServiceBuilds of `events`, kept in `writer`'s store and in `by_repository` as they
-/// arrive.
+/// The ServiceBuilds of `events`, kept in `writer`'s store as they arrive; each event is shown
+/// to `observe` first.
 fn servicebuild_events(
     events: impl Stream<Item = watcher::Result<Event<Watched>>> + Send + 'static,
     writer: Writer<ServiceBuild>,
-    by_repository: Arc<ByRepository>,
+    observe: impl Fn(&Event<ServiceBuild>) + Send + 'static,
 ) -> impl Stream<Item = watcher::Result<ServiceBuild>> + Send + 'static {
     events
         .map_ok(|event| match event {
@@ -92,9 +108,19 @@ fn servicebuild_events(
             Event::InitApply(sb) => Event::InitApply(sb.0),
             Event::InitDone => Event::InitDone,
         })
-        .inspect_ok(move |event| by_repository.observe(event))
+        .inspect_ok(observe)
         .reflect(writer)
         .applied_objects()
+}
+
+/// The Monorepo the ServiceBuild of `event` follows, if it follows one.
+fn followed(event: &Event<ServiceBuild>) -> Option<ObjectRef<Monorepo>> {
+    let sb = match event {
+        Event::Apply(sb) | Event::InitApply(sb) | Event::Delete(sb) => sb,
+        Event::Init | Event::InitDone => return None,
+    };
+    let name = &sb.spec.source.monorepo_ref.as_ref()?.name;
+    Some(ObjectRef::new(name).within(sb.metadata.namespace.as_deref()?))
 }
 
 /// What of a ServiceBuild wakes a reconcile when it changes: its spec (by its generation), its

@@ -121,12 +121,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let watches = cache::Watches::new(&client, settings.namespace.as_deref());
-    let (servicebuilds, monorepos) = match &settings.namespace {
-        Some(ns) => (
-            Api::<ServiceBuild>::namespaced(client.clone(), ns),
-            Api::<Monorepo>::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let monorepos = match &settings.namespace {
+        Some(ns) => Api::<Monorepo>::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
     };
     let context = Arc::new(Context::new(client, settings, leadership.clone(), metrics));
     loop {
@@ -139,7 +136,10 @@ pub async fn run(
             () = waiting.wait_for(true) => {}
         }
         info!("leading: starting the controller");
-        let controller = watches.controller(context.by_repository.clone());
+        // The ServiceBuild watch also tells the Monorepo controller which follower changed: one
+        // watch of ServiceBuilds, not one per controller.
+        let (followers_changed, follower_changes) = futures::channel::mpsc::unbounded();
+        let controller = watches.controller(context.by_repository.clone(), followers_changed);
         let controller = match &context.inputs {
             // A fetch that ends wakes the ServiceBuilds that waited for it.
             Some(fetcher) => controller.reconcile_on(woken(fetcher.subscribe())),
@@ -157,15 +157,7 @@ pub async fn run(
         };
         // The Monorepo controller: each follower's change updates its Monorepo's rollout.
         let monorepo_controller = Controller::new(monorepos.clone(), watcher::Config::default())
-            .watches(
-                servicebuilds.clone(),
-                watcher::Config::default(),
-                |sb: ServiceBuild| {
-                    let namespace = sb.namespace()?;
-                    let name = sb.spec.source.monorepo_ref?.name;
-                    Some(ObjectRef::<Monorepo>::new(&name).within(&namespace))
-                },
-            );
+            .reconcile_on(follower_changes);
         let monorepo_store = monorepo_controller.store();
         let pruning = {
             let (store, context) = (store.clone(), context.clone());
