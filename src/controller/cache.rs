@@ -13,9 +13,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
 
-use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
@@ -28,7 +26,6 @@ use kube::runtime::{PredicateConfig, WatchStreamExt, reflector::store::Writer};
 use kube::{Client, Resource};
 use serde::{Deserialize, Deserializer};
 
-use super::by_repository::ByRepository;
 use crate::api::Monorepo;
 use crate::api::{SERVICEBUILD_LABEL, ServiceBuild, ServiceBuildSpec, ServiceBuildStatus};
 
@@ -59,12 +56,10 @@ impl Watches {
     /// builds it, with ServiceBuilds read as [`Watched`] and Jobs as [`WatchedJob`], and a
     /// ServiceBuild's changes waking a reconcile only as [`wakes`] says. Its store fills as the
     /// watch runs, with every change.
-    /// Each change of a ServiceBuild that follows a Monorepo sends that Monorepo to
-    /// `followers_changed`.
+    /// Each event of the ServiceBuild watch is shown to `observe` before the store has it.
     pub fn controller(
         &self,
-        by_repository: Arc<ByRepository>,
-        followers_changed: UnboundedSender<ObjectRef<Monorepo>>,
+        observe: impl Fn(&Event<ServiceBuild>) + Send + 'static,
     ) -> Controller<ServiceBuild> {
         let (store, writer) = reflector::store();
         let servicebuilds = servicebuild_events(
@@ -73,15 +68,7 @@ impl Watches {
                 watcher::Config::default().any_semantic(),
             ),
             writer,
-            move |event| {
-                by_repository.observe(event);
-                if let Some(monorepo) = followed(event) {
-                    // Unbounded: the Monorepo controller reads as fast as the watch delivers,
-                    // and runs exactly as long as this stream; it stops taking only when it
-                    // is gone.
-                    let _ = followers_changed.unbounded_send(monorepo);
-                }
-            },
+            observe,
         )
         .predicate_filter(wakes, PredicateConfig::default());
         let jobs = watcher::watcher(
@@ -114,7 +101,7 @@ fn servicebuild_events(
 }
 
 /// The Monorepo the ServiceBuild of `event` follows, if it follows one.
-fn followed(event: &Event<ServiceBuild>) -> Option<ObjectRef<Monorepo>> {
+pub fn followed(event: &Event<ServiceBuild>) -> Option<ObjectRef<Monorepo>> {
     let sb = match event {
         Event::Apply(sb) | Event::InitApply(sb) | Event::Delete(sb) => sb,
         Event::Init | Event::InitDone => return None,

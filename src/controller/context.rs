@@ -141,6 +141,22 @@ impl Context {
         }
     }
 
+    /// The watch delivered `sb`: once it carries the resourceVersion of this replica's last
+    /// write, the cache has caught up with that write, and reconciles read from it again
+    /// (without this, every later change by someone else, a revision patch say, cost each
+    /// reconcile one more read of the ServiceBuild).
+    pub(super) fn seen(&self, sb: &ServiceBuild) {
+        let Some(rv) = sb.metadata.resource_version.as_ref() else {
+            return;
+        };
+        if let Ok(mut written) = self.written.lock() {
+            let key = ObjectRef::from_obj(sb);
+            if written.get(&key) == Some(rv) {
+                written.remove(&key);
+            }
+        }
+    }
+
     pub(super) fn remember_write(&self, sb: &ServiceBuild) {
         if let (Ok(mut written), Some(rv)) = (self.written.lock(), sb.resource_version()) {
             written.insert(ObjectRef::from_obj(sb), rv);

@@ -139,7 +139,21 @@ pub async fn run(
         // The ServiceBuild watch also tells the Monorepo controller which follower changed: one
         // watch of ServiceBuilds, not one per controller.
         let (followers_changed, follower_changes) = futures::channel::mpsc::unbounded();
-        let controller = watches.controller(context.by_repository.clone(), followers_changed);
+        let observe = {
+            let context = context.clone();
+            move |event: &watcher::Event<ServiceBuild>| {
+                context.by_repository.observe(event);
+                if let watcher::Event::Apply(sb) | watcher::Event::InitApply(sb) = event {
+                    context.seen(sb);
+                }
+                if let Some(monorepo) = cache::followed(event) {
+                    // Unbounded: the Monorepo controller reads as fast as the watch delivers,
+                    // and runs exactly as long as this stream.
+                    let _ = followers_changed.unbounded_send(monorepo);
+                }
+            }
+        };
+        let controller = watches.controller(observe);
         let controller = match &context.inputs {
             // A fetch that ends wakes the ServiceBuilds that waited for it.
             Some(fetcher) => controller.reconcile_on(woken(fetcher.subscribe())),
@@ -331,6 +345,41 @@ mod tests {
         .unwrap();
         sb.metadata.resource_version = Some("7".into());
         Arc::new(sb)
+    }
+
+    /// A reconcile reads the ServiceBuild from the API server only while the watch has not yet
+    /// delivered this replica's last write of it; a later change by someone else does not make
+    /// every reconcile read it again.
+    #[tokio::test]
+    async fn the_cache_is_trusted_again_once_the_watch_delivered_our_write() {
+        crate::install_crypto_provider();
+        // Nothing listens there: a read from the API server fails.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let context = Context::new(
+            Client::try_from(config).unwrap(),
+            Settings::default(),
+            Leadership::always(),
+            Arc::new(Metrics::default()),
+        );
+        let written = servicebuild("banana");
+        let mut later = (*written).clone();
+        later.metadata.resource_version = Some("9".into());
+        let later = Arc::new(later);
+
+        context.remember_write(&written);
+        assert!(
+            context.read_your_writes(later.clone()).await.is_err(),
+            "read"
+        );
+        context.seen(&later);
+        assert!(
+            context.read_your_writes(later.clone()).await.is_err(),
+            "still read"
+        );
+        context.seen(&written);
+        let read = context.read_your_writes(later.clone()).await.unwrap();
+        assert!(Arc::ptr_eq(&read, &later), "the cached copy, not a read");
+        assert_eq!(context.tracked(), 0);
     }
 
     /// What the context keeps per ServiceBuild (its last write, its backoff) goes with it.
