@@ -4,9 +4,10 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::ops::Bound;
-use std::sync::Arc;
+use std::ops::{Bound, Deref};
+use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
@@ -211,15 +212,50 @@ pub enum EventType {
     Deleted,
 }
 
+/// One version of a stored object, shared (never changed) by the store, the watch history and
+/// the responses that carry it; serialized at most once, when first sent.
+#[derive(Debug)]
+pub struct Object {
+    value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl Object {
+    pub fn new(value: Value) -> Arc<Self> {
+        Arc::new(Self {
+            value,
+            json: OnceLock::new(),
+        })
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The object as JSON text.
+    pub fn json(&self) -> &Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(self.value.to_string()))
+    }
+}
+
+impl Deref for Object {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change, as retained in the watch history and broadcast to live watches.
 #[derive(Debug)]
 pub struct StoredEvent {
     pub key: String,
     pub namespace: String,
     pub etype: EventType,
-    pub object: Value,
+    pub object: Arc<Object>,
     /// The object before a modification (to turn selector transitions into ADDED/DELETED).
-    pub prev: Option<Value>,
+    pub prev: Option<Arc<Object>>,
     pub rv: u64,
 }
 
@@ -246,7 +282,7 @@ type ObjKey = (String, String, String);
 
 pub struct Store {
     pub resources: Vec<ResourceDef>,
-    objects: BTreeMap<ObjKey, Value>,
+    objects: BTreeMap<ObjKey, Arc<Object>>,
     pub rv: u64,
     pub history: VecDeque<Arc<StoredEvent>>,
     pub history_limit: usize,
@@ -490,7 +526,13 @@ impl Store {
         (def.key(), ns.to_string(), name.to_string())
     }
 
-    fn emit(&mut self, def: &ResourceDef, etype: EventType, object: Value, prev: Option<Value>) {
+    fn emit(
+        &mut self,
+        def: &ResourceDef,
+        etype: EventType,
+        object: Arc<Object>,
+        prev: Option<Arc<Object>>,
+    ) {
         let ev = Arc::new(StoredEvent {
             key: def.key(),
             namespace: meta_str(&object, "namespace").unwrap_or("").to_string(),
@@ -530,14 +572,14 @@ impl Store {
         self.rv
     }
 
-    pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
+    pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Arc<Object>> {
         self.objects
             .get(&Self::obj_key(def, ns, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(def, name))
     }
 
-    pub fn list(&self, def: &ResourceDef, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
+    pub fn list(&self, def: &ResourceDef, ns: Option<&str>, sel: &Selectors) -> Vec<Arc<Object>> {
         self.list_page(def, ns, sel, None, None).0
     }
 
@@ -550,7 +592,7 @@ impl Store {
         sel: &Selectors,
         after: Option<(String, String)>,
         limit: Option<usize>,
-    ) -> (Vec<Value>, usize) {
+    ) -> (Vec<Arc<Object>>, usize) {
         // Objects are ordered by (resource, namespace, name): read only the range of this
         // resource (and namespace), not every object of every resource.
         let key = def.key();
@@ -566,7 +608,7 @@ impl Store {
         let page = matching
             .by_ref()
             .take(limit.unwrap_or(usize::MAX))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| Arc::clone(v))
             .collect();
         (page, matching.count())
     }
@@ -584,7 +626,7 @@ impl Store {
         ns: Option<&str>,
         mut body: Value,
         manager: Option<&str>,
-    ) -> Result<Value> {
+    ) -> Result<Arc<Object>> {
         if !body.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -695,9 +737,10 @@ impl Store {
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        self.objects.insert(key, body.clone());
-        self.emit(def, EventType::Added, body.clone(), None);
-        Ok(body)
+        let object = Object::new(body);
+        self.objects.insert(key, Arc::clone(&object));
+        self.emit(def, EventType::Added, Arc::clone(&object), None);
+        Ok(object)
     }
 
     /// Build the object that results from writing `candidate` over `old` through `sub`.
@@ -805,8 +848,13 @@ impl Store {
 
     /// Store `new` over `old` unless nothing changed. Returns the stored object and whether
     /// anything changed.
-    fn commit_update(&mut self, def: &ResourceDef, old: Value, mut new: Value) -> (Value, bool) {
-        if new == old {
+    fn commit_update(
+        &mut self,
+        def: &ResourceDef,
+        old: Arc<Object>,
+        mut new: Value,
+    ) -> (Arc<Object>, bool) {
+        if new == *old.value() {
             return (old, false);
         }
         let old_gen = old.pointer("/metadata/generation").and_then(Value::as_i64);
@@ -825,14 +873,15 @@ impl Store {
         let ns = meta_str(&new, "namespace").map(str::to_string);
         let key = Self::obj_key(def, ns.as_deref(), &name);
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        let new = Object::new(new);
         if deleting && finalizers(&new).is_empty() {
             self.objects.remove(&key);
-            self.emit(def, EventType::Deleted, new.clone(), Some(old));
+            self.emit(def, EventType::Deleted, Arc::clone(&new), Some(old));
             self.collect_garbage(&new, false);
             return (new, true);
         }
-        self.objects.insert(key, new.clone());
-        self.emit(def, EventType::Modified, new.clone(), Some(old));
+        self.objects.insert(key, Arc::clone(&new));
+        self.emit(def, EventType::Modified, Arc::clone(&new), Some(old));
         (new, true)
     }
 
@@ -845,7 +894,7 @@ impl Store {
         sub: Option<&str>,
         body: Value,
         manager: &str,
-    ) -> Result<(Value, bool)> {
+    ) -> Result<(Arc<Object>, bool)> {
         if !body.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -894,13 +943,13 @@ impl Store {
         patch: Value,
         manager: Option<&str>,
         force: bool,
-    ) -> Result<(Value, bool, bool)> {
+    ) -> Result<(Arc<Object>, bool, bool)> {
         let existing = self.get(def, ns, name);
         if ptype == PatchType::Apply {
             return self.apply(def, ns, name, sub, existing, patch, manager, force);
         }
         let old = existing?;
-        let mut doc = old.clone();
+        let mut doc = old.value().clone();
         match ptype {
             PatchType::Merge => json_patch::merge(&mut doc, &patch),
             PatchType::Strategic => apply::strategic_merge(&mut doc, &patch),
@@ -939,11 +988,11 @@ impl Store {
         ns: Option<&str>,
         name: &str,
         sub: Option<&str>,
-        existing: Result<Value>,
+        existing: Result<Arc<Object>>,
         patch: Value,
         manager: Option<&str>,
         force: bool,
-    ) -> Result<(Value, bool, bool)> {
+    ) -> Result<(Arc<Object>, bool, bool)> {
         let manager = manager.ok_or_else(|| {
             ApiError::invalid(
                 def,
@@ -1118,7 +1167,7 @@ impl Store {
         ns: Option<&str>,
         name: &str,
         opts: &DeleteOpts,
-    ) -> Result<(Value, bool)> {
+    ) -> Result<(Arc<Object>, bool)> {
         let old = self.get(def, ns, name)?;
         if let Some(uid) = &opts.precondition_uid
             && meta_str(&old, "uid") != Some(uid.as_str())
@@ -1143,23 +1192,25 @@ impl Store {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok((old, false));
             }
-            let mut new = old.clone();
+            let mut new = old.value().clone();
             let rv = self.next_rv();
             let meta = meta_mut(&mut new);
             meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             meta.insert("resourceVersion".into(), json!(rv.to_string()));
             let key = Self::obj_key(def, ns, name);
-            self.objects.insert(key, new.clone());
-            self.emit(def, EventType::Modified, new.clone(), Some(old));
+            let new = Object::new(new);
+            self.objects.insert(key, Arc::clone(&new));
+            self.emit(def, EventType::Modified, Arc::clone(&new), Some(old));
             return Ok((new, true));
         }
         let key = Self::obj_key(def, ns, name);
         self.objects.remove(&key);
         let rv = self.next_rv();
-        let mut gone = old.clone();
+        let mut gone = old.value().clone();
         meta_mut(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
-        self.emit(def, EventType::Deleted, gone.clone(), Some(old));
+        let gone = Object::new(gone);
+        self.emit(def, EventType::Deleted, Arc::clone(&gone), Some(old));
         self.collect_garbage(&gone, orphan);
         if def.group.is_empty() && def.plural == "namespaces" {
             self.delete_namespace_contents(name);
@@ -1188,7 +1239,7 @@ impl Store {
         let Some(uid) = meta_str(owner, "uid").map(str::to_string) else {
             return;
         };
-        let dependents: Vec<(ObjKey, Value)> = self
+        let dependents: Vec<(ObjKey, Arc<Object>)> = self
             .objects
             .iter()
             .filter(|(_, o)| {
@@ -1199,7 +1250,7 @@ impl Store {
                             .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
                     })
             })
-            .map(|(k, o)| (k.clone(), o.clone()))
+            .map(|(k, o)| (k.clone(), Arc::clone(o)))
             .collect();
         for ((rkey, ns, name), obj) in dependents {
             let Some(def) = self.def_by_key(&rkey) else {
@@ -1214,7 +1265,7 @@ impl Store {
                 .filter_map(|r| r.get("uid").and_then(Value::as_str))
                 .any(|u| u != uid && self.exists_uid(u));
             if orphan || other_owner_alive {
-                let mut new = obj.clone();
+                let mut new = obj.value().clone();
                 if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
                     refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
                 }
