@@ -395,33 +395,38 @@ fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
     }
 }
 
-/// The part of an object whose change bumps `metadata.generation`.
-fn generation_part(def: &ResourceDef, obj: &Value) -> Value {
+/// Whether the part of an object whose change bumps `metadata.generation` differs between
+/// `a` and `b`: `.spec` with a status subresource, else everything outside metadata and status.
+fn generation_changed(def: &ResourceDef, a: &Value, b: &Value) -> bool {
     if def.status_subresource {
-        return obj.get("spec").cloned().unwrap_or(Value::Null);
+        return a.get("spec").unwrap_or(&Value::Null) != b.get("spec").unwrap_or(&Value::Null);
     }
-    let mut o = obj.clone();
-    if let Value::Object(m) = &mut o {
-        for k in ["metadata", "status", "kind", "apiVersion"] {
-            m.remove(k);
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let counted = |(k, _): &(&String, &Value)| {
+                !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion")
+            };
+            !a.iter().filter(counted).eq(b.iter().filter(counted))
         }
+        _ => a != b,
     }
-    o
 }
 
-/// Strip what the manager tracking never owns from a full object before diffing.
-fn without_server_fields(obj: &Value) -> Value {
-    let mut o = obj.clone();
+/// The metadata fields the manager tracking can own.
+fn owned_metadata(field: &str) -> bool {
+    matches!(
+        field,
+        "labels" | "annotations" | "finalizers" | "ownerReferences"
+    )
+}
+
+/// Strip what the manager tracking never owns from an object.
+fn strip_server_fields(mut o: Value) -> Value {
     if let Value::Object(m) = &mut o {
         m.remove("kind");
         m.remove("apiVersion");
         if let Some(Value::Object(meta)) = m.get_mut("metadata") {
-            meta.retain(|k, _| {
-                matches!(
-                    k.as_str(),
-                    "labels" | "annotations" | "finalizers" | "ownerReferences"
-                )
-            });
+            meta.retain(|k, _| owned_metadata(k));
         }
         if m.get("metadata")
             .is_some_and(|meta| meta.as_object().is_some_and(Map::is_empty))
@@ -430,6 +435,67 @@ fn without_server_fields(obj: &Value) -> Value {
         }
     }
     o
+}
+
+/// The leaf paths of `strip_server_fields(obj)` (without `.status` when `skip_status`), read
+/// from `obj` itself. Those paths lead to the same values in `obj` as in the stripped copy,
+/// except the empty path (an object stripped down to `{}`).
+fn owned_leaf_paths(obj: &Value, skip_status: bool) -> FieldSet {
+    let Value::Object(m) = obj else {
+        return apply::leaf_paths(obj);
+    };
+    let mut out = FieldSet::new();
+    let mut prefix = Vec::new();
+    for (k, v) in m {
+        match (k.as_str(), v) {
+            ("kind" | "apiVersion", _) => {}
+            ("status", _) if skip_status => {}
+            ("metadata", Value::Object(meta)) => {
+                prefix.push("f:metadata".to_string());
+                for (mk, mv) in meta.iter().filter(|(mk, _)| owned_metadata(mk)) {
+                    prefix.push(format!("f:{mk}"));
+                    apply::collect(mv, Some(mk), &mut prefix, &mut out);
+                    prefix.pop();
+                }
+                prefix.pop();
+            }
+            _ => {
+                prefix.push(format!("f:{k}"));
+                apply::collect(v, Some(k), &mut prefix, &mut out);
+                prefix.pop();
+            }
+        }
+    }
+    // Every field left contributes a path; none left is the empty object, one leaf.
+    if out.is_empty() {
+        out.insert(Vec::new());
+    }
+    out
+}
+
+/// Make `target` equal to `source`, copying only the parts that differ.
+fn assign(target: &mut Value, source: &Value) {
+    if let (Value::Object(t), Value::Object(s)) = (&mut *target, source) {
+        assign_map(t, s, None);
+    } else if *target != *source {
+        *target = source.clone();
+    }
+}
+
+/// [`assign`] for maps, leaving the `keep` entry of `target` as it is.
+fn assign_map(target: &mut Map<String, Value>, source: &Map<String, Value>, keep: Option<&str>) {
+    target.retain(|k, _| Some(k.as_str()) == keep || source.contains_key(k));
+    for (k, v) in source {
+        if Some(k.as_str()) == keep {
+            continue;
+        }
+        match target.get_mut(k) {
+            Some(t) => assign(t, v),
+            None => {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
 impl Store {
@@ -697,16 +763,8 @@ impl Store {
                 subresource: String::new(),
                 api_version: def.api_version(),
                 time: time.clone(),
-                set: {
-                    // Status is not owned by the creator (kube-apiserver would have dropped it).
-                    let mut owned = without_server_fields(&body);
-                    if def.status_subresource
-                        && let Value::Object(m) = &mut owned
-                    {
-                        m.remove("status");
-                    }
-                    apply::leaf_paths(&owned)
-                },
+                // Status is not owned by the creator (kube-apiserver would have dropped it).
+                set: owned_leaf_paths(&body, def.status_subresource),
             };
             write_managed(&mut body, &[entry]);
         }
@@ -743,39 +801,73 @@ impl Store {
         Ok(object)
     }
 
-    /// Build the object that results from writing `candidate` over `old` through `sub`.
-    fn prepare(def: &ResourceDef, old: &Value, mut candidate: Value, sub: Option<&str>) -> Value {
+    /// Build the object that results from writing `candidate` over `old` through `sub`. With
+    /// `keep_managed` the candidate's `managedFields` stay (an apply computed them), else they
+    /// are `old`'s. What `old` contributes is copied only where the candidate differs.
+    fn prepare(
+        def: &ResourceDef,
+        old: &Value,
+        mut candidate: Value,
+        sub: Option<&str>,
+        keep_managed: bool,
+    ) -> Value {
         fold_string_data(def, &mut candidate);
-        let mut new = if sub == Some("status") {
-            let mut n = old.clone();
-            match candidate.get("status") {
-                Some(s) => n["status"] = s.clone(),
-                None => {
-                    if let Value::Object(m) = &mut n {
+        let mut new = if candidate.is_object() {
+            candidate
+        } else {
+            json!({})
+        };
+        if sub == Some("status") {
+            // The old object with the candidate's status.
+            match (&mut new, old) {
+                (Value::Object(n), Value::Object(o)) => {
+                    n.retain(|k, _| k == "status" || o.contains_key(k));
+                    for (k, v) in o.iter().filter(|(k, _)| *k != "status") {
+                        match (n.get_mut(k), v) {
+                            (Some(t), Value::Object(om)) if keep_managed && k == "metadata" => {
+                                if !t.is_object() {
+                                    *t = Value::Object(Map::new());
+                                }
+                                if let Value::Object(nm) = t {
+                                    assign_map(nm, om, Some("managedFields"));
+                                }
+                            }
+                            (Some(t), _) => assign(t, v),
+                            (None, _) => {
+                                let mut v = v.clone();
+                                if keep_managed
+                                    && k == "metadata"
+                                    && let Value::Object(m) = &mut v
+                                {
+                                    m.remove("managedFields");
+                                }
+                                n.insert(k.clone(), v);
+                            }
+                        }
+                    }
+                }
+                (n, o) => {
+                    let status = n.get("status").cloned();
+                    *n = o.clone();
+                    if let (Some(s), Value::Object(m)) = (status, &mut *n) {
+                        m.insert("status".into(), s);
+                    }
+                }
+            }
+        } else if def.status_subresource {
+            match (old.get("status"), new.get_mut("status")) {
+                (Some(s), Some(t)) => assign(t, s),
+                (Some(s), None) => new["status"] = s.clone(),
+                (None, _) => {
+                    if let Value::Object(m) = &mut new {
                         m.remove("status");
                     }
                 }
             }
-            n
-        } else {
-            let mut n = candidate;
-            if !n.is_object() {
-                n = json!({});
-            }
-            if def.status_subresource {
-                match old.get("status") {
-                    Some(s) => n["status"] = s.clone(),
-                    None => {
-                        if let Value::Object(m) = &mut n {
-                            m.remove("status");
-                        }
-                    }
-                }
-            }
-            n
-        };
+        }
         new["kind"] = json!(def.kind);
         new["apiVersion"] = json!(def.api_version());
+        let old_meta = old.get("metadata");
         let meta = meta_mut(&mut new);
         for f in [
             "name",
@@ -788,10 +880,18 @@ impl Store {
             "managedFields",
             "resourceVersion",
         ] {
-            match old.get("metadata").and_then(|m| m.get(f)) {
-                Some(v) => meta.insert(f.to_string(), v.clone()),
-                None => meta.remove(f),
-            };
+            if keep_managed && f == "managedFields" {
+                continue;
+            }
+            match (old_meta.and_then(|m| m.get(f)), meta.get_mut(f)) {
+                (Some(v), Some(t)) => assign(t, v),
+                (Some(v), None) => {
+                    meta.insert(f.to_string(), v.clone());
+                }
+                (None, _) => {
+                    meta.remove(f);
+                }
+            }
         }
         new
     }
@@ -805,15 +905,19 @@ impl Store {
         manager: &str,
         sub: Option<&str>,
     ) {
-        let before = without_server_fields(old);
-        let after = without_server_fields(new);
-        let changed: FieldSet = apply::leaf_paths(&after)
+        // Compared as with the server fields stripped: the empty path stands for a whole
+        // object stripped down to `{}`, which only differs from another one that is not.
+        let before = owned_leaf_paths(old, false);
+        let changed: FieldSet = owned_leaf_paths(new, false)
             .into_iter()
-            .filter(|p| apply::get_path(&before, p) != apply::get_path(&after, p))
+            .filter(|p| match p.is_empty() {
+                true => !before.contains(p),
+                false => apply::get_path(old, p) != apply::get_path(new, p),
+            })
             .collect();
-        let removed: FieldSet = apply::leaf_paths(&before)
+        let removed: FieldSet = before
             .into_iter()
-            .filter(|p| apply::get_path(&after, p).is_none())
+            .filter(|p| !p.is_empty() && apply::get_path(new, p).is_none())
             .collect();
         if changed.is_empty() && removed.is_empty() {
             return;
@@ -859,7 +963,7 @@ impl Store {
         }
         let old_gen = old.pointer("/metadata/generation").and_then(Value::as_i64);
         let gen_now = old_gen.unwrap_or(1);
-        let bump = generation_part(def, &old) != generation_part(def, &new);
+        let bump = generation_changed(def, &old, &new);
         let rv = self.next_rv();
         {
             let meta = meta_mut(&mut new);
@@ -922,7 +1026,7 @@ impl Store {
             }
             _ => {}
         }
-        let mut new = Self::prepare(def, &old, body, sub);
+        let mut new = Self::prepare(def, &old, body, sub, false);
         if sub.is_none() {
             validate(def, name, &new)?;
         }
@@ -971,7 +1075,7 @@ impl Store {
         if rv_of(&doc) != rv_of(&old) {
             return Err(ApiError::conflict(def, name));
         }
-        let mut new = Self::prepare(def, &old, doc, sub);
+        let mut new = Self::prepare(def, &old, doc, sub, false);
         if sub.is_none() {
             validate(def, name, &new)?;
         }
@@ -1039,18 +1143,10 @@ impl Store {
             return Err(ApiError::conflict(def, name));
         }
         let merged = self.apply_merge(def, &old, sub, patch, manager, force)?;
-        let mut new = Self::prepare(def, &old, merged.clone(), sub);
+        // The merged object carries the applied managedFields.
+        let new = Self::prepare(def, &old, merged, sub, true);
         if sub.is_none() {
             validate(def, name, &new)?;
-        }
-        // `prepare` restores managedFields from the old object; take the applied ones.
-        match merged.pointer("/metadata/managedFields") {
-            Some(m) => {
-                meta_mut(&mut new).insert("managedFields".into(), m.clone());
-            }
-            None => {
-                meta_mut(&mut new).remove("managedFields");
-            }
         }
         let (obj, changed) = self.commit_update(def, old, new);
         Ok((obj, changed, false))
@@ -1069,7 +1165,7 @@ impl Store {
     ) -> Result<Value> {
         let name = meta_str(old, "name").unwrap_or("").to_string();
         // Reduce the configuration to what this endpoint may set.
-        let mut config = without_server_fields(&patch);
+        let mut config = strip_server_fields(patch);
         if let Value::Object(m) = &mut config {
             if sub == Some("status") {
                 m.retain(|k, _| k == "status");
@@ -1130,7 +1226,9 @@ impl Store {
         let pos = entries.iter().position(|e| {
             e.manager == manager && e.operation == "Apply" && e.subresource == sub_name
         });
-        let prev_set = pos.map(|i| entries[i].set.clone()).unwrap_or_default();
+        let prev_set = pos
+            .map(|i| std::mem::take(&mut entries[i].set))
+            .unwrap_or_default();
         for p in prev_set.difference(&new_set) {
             let owned_elsewhere = entries
                 .iter()
@@ -1142,10 +1240,10 @@ impl Store {
         }
         match pos {
             Some(i) => {
-                if entries[i].set != new_set {
-                    entries[i].set = new_set;
+                if prev_set != new_set {
                     entries[i].time = now_rfc3339();
                 }
+                entries[i].set = new_set;
             }
             None => entries.push(ManagedEntry {
                 manager: manager.to_string(),
@@ -1294,5 +1392,164 @@ fn fold_string_data(def: &ResourceDef, body: &mut Value) {
     for (key, value) in strings {
         let text = value.as_str().unwrap_or_default();
         body["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects() -> Vec<Value> {
+        vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "uid": "u"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
+            json!({"kind": "X", "metadata": "odd", "status": {"phase": "A"}}),
+            json!({}),
+            json!({"metadata": {"name": "a", "labels": {}, "annotations": {"x": "1"},
+                   "ownerReferences": [{"uid": "o", "kind": "K"}], "managedFields": [{"manager": "m"}]},
+                   "spec": {"containers": [{"name": "c", "image": "i"}], "list": [], "map": {}},
+                   "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            json!({"status": {"phase": "A"}}),
+        ]
+    }
+
+    #[test]
+    fn owned_leaf_paths_are_those_of_the_stripped_copy() {
+        for obj in objects() {
+            for skip_status in [false, true] {
+                let mut stripped = strip_server_fields(obj.clone());
+                if skip_status && let Value::Object(m) = &mut stripped {
+                    m.remove("status");
+                }
+                assert_eq!(
+                    owned_leaf_paths(&obj, skip_status),
+                    apply::leaf_paths(&stripped),
+                    "{obj} (without status: {skip_status})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn assign_makes_equal() {
+        let all = objects();
+        for source in &all {
+            for target in &all {
+                let mut t = target.clone();
+                assign(&mut t, source);
+                assert_eq!(&t, source);
+            }
+        }
+    }
+
+    /// `prepare` as it was written with whole copies of the old object.
+    fn prepare_by_copy(
+        def: &ResourceDef,
+        old: &Value,
+        candidate: Value,
+        sub: Option<&str>,
+        keep_managed: bool,
+    ) -> Value {
+        let managed = candidate.pointer("/metadata/managedFields").cloned();
+        let mut new = if sub == Some("status") {
+            let mut n = old.clone();
+            match candidate.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    n.as_object_mut().unwrap().remove("status");
+                }
+            }
+            n
+        } else {
+            let mut n = if candidate.is_object() {
+                candidate
+            } else {
+                json!({})
+            };
+            if def.status_subresource {
+                match old.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        n.as_object_mut().unwrap().remove("status");
+                    }
+                }
+            }
+            n
+        };
+        new["kind"] = json!(def.kind);
+        new["apiVersion"] = json!(def.api_version());
+        let meta = meta_mut(&mut new);
+        for f in [
+            "name",
+            "uid",
+            "generation",
+            "managedFields",
+            "resourceVersion",
+            "namespace",
+        ] {
+            match old.get("metadata").and_then(|m| m.get(f)) {
+                Some(v) => meta.insert(f.to_string(), v.clone()),
+                None => meta.remove(f),
+            };
+        }
+        if keep_managed {
+            match managed {
+                Some(m) => meta.insert("managedFields".into(), m),
+                None => meta.remove("managedFields"),
+            };
+        }
+        new
+    }
+
+    #[test]
+    fn prepare_copies_only_what_differs_with_the_same_result() {
+        let old = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "uid": "u", "resourceVersion": "3", "labels": {"x": "1"},
+                         "managedFields": [{"manager": "old"}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"}});
+        let candidates = [
+            old.clone(),
+            json!({"metadata": {"name": "a", "labels": {"y": "2"}, "managedFields": [{"manager": "new"}]},
+                   "spec": {"containers": [{"name": "c", "image": "j"}]}, "status": {"phase": "Failed"}}),
+            json!({"status": {"phase": "Failed"}, "extra": true}),
+            json!({"metadata": {"uid": "other", "generation": 7}}),
+            json!({"metadata": "odd", "status": null}),
+            json!("not an object"),
+        ];
+        for def in [
+            ResourceDef::new("", "v1", "pods", "Pod").with_status(),
+            ResourceDef::new("", "v1", "pods", "Pod"),
+        ] {
+            for candidate in &candidates {
+                for sub in [None, Some("status")] {
+                    for keep in [false, true] {
+                        assert_eq!(
+                            Store::prepare(&def, &old, candidate.clone(), sub, keep),
+                            prepare_by_copy(&def, &old, candidate.clone(), sub, keep),
+                            "{candidate} through {sub:?} (keep managedFields: {keep})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generation_counts_spec_or_everything_but_metadata_and_status() {
+        let crd = builtin_resources().remove(0);
+        let cm = ResourceDef::new("", "v1", "configmaps", "ConfigMap");
+        let a = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "data": {"k": "v"}});
+        let b = json!({"metadata": {"name": "b"}, "spec": {"x": 1}, "status": {"y": 2}});
+        assert!(!generation_changed(&crd, &a, &b));
+        assert!(generation_changed(&cm, &a, &b));
+        let no_spec = json!({"spec": null});
+        assert!(!generation_changed(&crd, &json!({}), &no_spec));
+        assert!(generation_changed(&cm, &json!({}), &no_spec));
+        assert!(!generation_changed(
+            &cm,
+            &json!({"kind": "A"}),
+            &json!({"status": 1})
+        ));
     }
 }
