@@ -441,11 +441,20 @@ fn strip_server_fields(mut o: Value) -> Value {
 /// from `obj` itself. Those paths lead to the same values in `obj` as in the stripped copy,
 /// except the empty path (an object stripped down to `{}`).
 fn owned_leaf_paths(obj: &Value, skip_status: bool) -> FieldSet {
+    owned_leaf_paths_changed(obj, skip_status, None)
+}
+
+/// [`owned_leaf_paths`] without those under a top-level field (or owned metadata field) that
+/// is the same in `other`: none of them leads to a different value there. The empty path
+/// still stands for `obj` stripped down to `{}`.
+fn owned_leaf_paths_changed(obj: &Value, skip_status: bool, other: Option<&Value>) -> FieldSet {
     let Value::Object(m) = obj else {
         return apply::leaf_paths(obj);
     };
+    let other_meta = other.and_then(|o| o.get("metadata"));
     let mut out = FieldSet::new();
     let mut prefix = Vec::new();
+    let mut stripped_empty = true;
     for (k, v) in m {
         match (k.as_str(), v) {
             ("kind" | "apiVersion", _) => {}
@@ -453,6 +462,10 @@ fn owned_leaf_paths(obj: &Value, skip_status: bool) -> FieldSet {
             ("metadata", Value::Object(meta)) => {
                 prefix.push("f:metadata".to_string());
                 for (mk, mv) in meta.iter().filter(|(mk, _)| owned_metadata(mk)) {
+                    stripped_empty = false;
+                    if other_meta.and_then(|o| o.get(mk)) == Some(mv) {
+                        continue;
+                    }
                     prefix.push(format!("f:{mk}"));
                     apply::collect(mv, Some(mk), &mut prefix, &mut out);
                     prefix.pop();
@@ -460,6 +473,10 @@ fn owned_leaf_paths(obj: &Value, skip_status: bool) -> FieldSet {
                 prefix.pop();
             }
             _ => {
+                stripped_empty = false;
+                if other.and_then(|o| o.get(k)) == Some(v) {
+                    continue;
+                }
                 prefix.push(format!("f:{k}"));
                 apply::collect(v, Some(k), &mut prefix, &mut out);
                 prefix.pop();
@@ -467,10 +484,48 @@ fn owned_leaf_paths(obj: &Value, skip_status: bool) -> FieldSet {
         }
     }
     // Every field left contributes a path; none left is the empty object, one leaf.
-    if out.is_empty() {
+    if stripped_empty {
         out.insert(Vec::new());
     }
     out
+}
+
+/// The owned leaf paths whose value changed from `old` to `new`, and those that went.
+fn changed_fields(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+    let odd_metadata = |o: &Value| o.get("metadata").is_some_and(|m| !m.is_object());
+    if odd_metadata(old) || odd_metadata(new) {
+        // `f:metadata` is a leaf of one and the parent of owned fields in the other: compare
+        // the stripped copies themselves.
+        let (old, new) = (
+            strip_server_fields(old.clone()),
+            strip_server_fields(new.clone()),
+        );
+        let changed = apply::leaf_paths(&new)
+            .into_iter()
+            .filter(|p| apply::get_path(&old, p) != apply::get_path(&new, p))
+            .collect();
+        let removed = apply::leaf_paths(&old)
+            .into_iter()
+            .filter(|p| apply::get_path(&new, p).is_none())
+            .collect();
+        return (changed, removed);
+    }
+    // Compared as with the server fields stripped: the empty path stands for a whole object
+    // stripped down to `{}`, which only differs from another one that is not. Fields the
+    // same in both objects can neither change nor go.
+    let before = owned_leaf_paths_changed(old, false, Some(new));
+    let changed = owned_leaf_paths_changed(new, false, Some(old))
+        .into_iter()
+        .filter(|p| match p.is_empty() {
+            true => !before.contains(p),
+            false => apply::get_path(old, p) != apply::get_path(new, p),
+        })
+        .collect();
+    let removed = before
+        .into_iter()
+        .filter(|p| !p.is_empty() && apply::get_path(new, p).is_none())
+        .collect();
+    (changed, removed)
 }
 
 /// Make `target` equal to `source`, copying only the parts that differ.
@@ -905,20 +960,7 @@ impl Store {
         manager: &str,
         sub: Option<&str>,
     ) {
-        // Compared as with the server fields stripped: the empty path stands for a whole
-        // object stripped down to `{}`, which only differs from another one that is not.
-        let before = owned_leaf_paths(old, false);
-        let changed: FieldSet = owned_leaf_paths(new, false)
-            .into_iter()
-            .filter(|p| match p.is_empty() {
-                true => !before.contains(p),
-                false => apply::get_path(old, p) != apply::get_path(new, p),
-            })
-            .collect();
-        let removed: FieldSet = before
-            .into_iter()
-            .filter(|p| !p.is_empty() && apply::get_path(new, p).is_none())
-            .collect();
+        let (changed, removed) = changed_fields(old, new);
         if changed.is_empty() && removed.is_empty() {
             return;
         }
@@ -1410,6 +1452,10 @@ mod tests {
                    "spec": {"containers": [{"name": "c", "image": "i"}], "list": [], "map": {}},
                    "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
             json!({"status": {"phase": "A"}}),
+            json!({"metadata": {"name": "b", "labels": {"x": "2"},
+                   "ownerReferences": [{"uid": "o", "kind": "K"}, {"uid": "p", "kind": "L"}]},
+                   "spec": {"containers": [{"name": "c", "image": "j"}, {"name": "d"}], "list": [1]},
+                   "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
         ]
     }
 
@@ -1425,6 +1471,29 @@ mod tests {
                     owned_leaf_paths(&obj, skip_status),
                     apply::leaf_paths(&stripped),
                     "{obj} (without status: {skip_status})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn changed_fields_are_those_of_the_stripped_copies() {
+        for old in objects() {
+            for new in objects() {
+                let before = strip_server_fields(old.clone());
+                let after = strip_server_fields(new.clone());
+                let changed: FieldSet = apply::leaf_paths(&after)
+                    .into_iter()
+                    .filter(|p| apply::get_path(&before, p) != apply::get_path(&after, p))
+                    .collect();
+                let removed: FieldSet = apply::leaf_paths(&before)
+                    .into_iter()
+                    .filter(|p| apply::get_path(&after, p).is_none())
+                    .collect();
+                assert_eq!(
+                    changed_fields(&old, &new),
+                    (changed, removed),
+                    "{old} -> {new}"
                 );
             }
         }
