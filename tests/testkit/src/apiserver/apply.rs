@@ -133,7 +133,8 @@ pub fn leaf_paths(v: &Value) -> FieldSet {
     out
 }
 
-fn collect(v: &Value, field: Option<&str>, prefix: &mut FieldPath, out: &mut FieldSet) {
+/// Add the leaf paths of `v`, found under `field` at `prefix`, to `out`.
+pub fn collect(v: &Value, field: Option<&str>, prefix: &mut FieldPath, out: &mut FieldSet) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, c) in m {

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::selector::{FieldSelector, LabelSelector, Selectors};
-use super::store::{ApiError, DeleteOpts, PatchType, ResourceDef, Store};
+use super::store::{ApiError, DeleteOpts, Object, PatchType, ResourceDef, Store};
 use super::watch::{self, WatchParams};
 use super::{FaultRule, RequestKey, Shared, WriteRecord, lock};
 
@@ -31,6 +31,37 @@ fn json_response(code: u16, body: &Value) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+fn bytes_response(code: u16, body: Bytes) -> Response {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A `<Kind>List` body made from the items as serialized once: the same text as `json!`
+/// would make of it (keys in order).
+fn list_body(def: &ResourceDef, metadata: &Value, items: &[Arc<Object>]) -> Bytes {
+    let size: usize = items.iter().map(|o| o.json().len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 128);
+    out.extend_from_slice(b"{\"apiVersion\":");
+    out.extend_from_slice(Value::from(def.api_version()).to_string().as_bytes());
+    out.extend_from_slice(b",\"items\":[");
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(o.json());
+    }
+    out.extend_from_slice(b"],\"kind\":");
+    out.extend_from_slice(
+        Value::from(format!("{}List", def.kind))
+            .to_string()
+            .as_bytes(),
+    );
+    out.extend_from_slice(b",\"metadata\":");
+    out.extend_from_slice(metadata.to_string().as_bytes());
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 fn error_response(e: &ApiError) -> Response {
@@ -406,8 +437,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                     .and_then(|n| n.as_str())
                     .map(str::to_owned);
             }
-            (json_response(code, &v), changed)
+            (bytes_response(code, v.json().clone()), changed)
         }
+        Ok(Served::List(code, body, changed)) => (bytes_response(code, body), changed),
         Ok(Served::Watch(params)) => match watch::start(shared.clone(), def.clone(), params) {
             Ok(r) => (r, false),
             Err(e) => (error_response(&e), false),
@@ -423,7 +455,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 enum Served {
-    Json(u16, Value, bool),
+    /// A stored object.
+    Json(u16, Arc<Object>, bool),
+    /// A list body.
+    List(u16, Bytes, bool),
     Watch(WatchParams),
 }
 
@@ -488,7 +523,6 @@ fn serve(shared: &Shared, def: &ResourceDef, req: &Req<'_>) -> Result<Served, Ap
         return Err(not_found());
     }
     let ns = t.namespace.as_deref();
-    let list_kind = format!("{}List", def.kind);
     match verb {
         "get" => {
             let obj = lock(&shared.store).get(def, ns, require_name(t)?)?;
@@ -496,10 +530,13 @@ fn serve(shared: &Shared, def: &ResourceDef, req: &Req<'_>) -> Result<Served, Ap
         }
         "list" => {
             let sel = selectors(q)?;
-            let store = lock(&shared.store);
-            let page = Page::of(q, store.rv)?;
-            let (items, remaining) = store.list_page(def, ns, &sel, page.after, page.limit);
-            let mut metadata = json!({"resourceVersion": page.rv.to_string()});
+            let (page_rv, items, remaining) = {
+                let store = lock(&shared.store);
+                let page = Page::of(q, store.rv)?;
+                let (items, remaining) = store.list_page(def, ns, &sel, page.after, page.limit);
+                (page.rv, items, remaining)
+            };
+            let mut metadata = json!({"resourceVersion": page_rv.to_string()});
             if remaining > 0 {
                 let last = items.last().map(|o| {
                     let meta = &o["metadata"];
@@ -507,16 +544,11 @@ fn serve(shared: &Shared, def: &ResourceDef, req: &Req<'_>) -> Result<Served, Ap
                     (text("namespace"), text("name"))
                 });
                 if let Some((last_ns, last_name)) = last {
-                    metadata["continue"] = json!(Page::token(page.rv, &last_ns, &last_name));
+                    metadata["continue"] = json!(Page::token(page_rv, &last_ns, &last_name));
                     metadata["remainingItemCount"] = json!(remaining);
                 }
             }
-            Ok(Served::Json(
-                200,
-                json!({"kind": list_kind, "apiVersion": def.api_version(),
-                       "metadata": metadata, "items": items}),
-                false,
-            ))
+            Ok(Served::List(200, list_body(def, &metadata, &items), false))
         }
         "watch" => Ok(Served::Watch(WatchParams {
             namespace: t.namespace.clone(),
@@ -597,10 +629,10 @@ fn serve(shared: &Shared, def: &ResourceDef, req: &Req<'_>) -> Result<Served, Ap
                 }
                 Ok((items, store.rv, changed))
             })?;
-            Ok(Served::Json(
+            let metadata = json!({"resourceVersion": rv.to_string()});
+            Ok(Served::List(
                 200,
-                json!({"kind": list_kind, "apiVersion": def.api_version(),
-                       "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+                list_body(def, &metadata, &items),
                 changed && !dry_run,
             ))
         }

@@ -348,7 +348,8 @@ impl ApiServer {
         name: &str,
     ) -> Option<Value> {
         let def = self.def_for(group, plural)?;
-        lock(&self.shared.store).get(&def, namespace, name).ok()
+        let object = lock(&self.shared.store).get(&def, namespace, name).ok()?;
+        Some(object.value().clone())
     }
 
     /// List objects directly (all namespaces when `namespace` is `None`).
@@ -356,7 +357,8 @@ impl ApiServer {
         let Some(def) = self.def_for(group, plural) else {
             return Vec::new();
         };
-        lock(&self.shared.store).list(&def, namespace, &Default::default())
+        let objects = lock(&self.shared.store).list(&def, namespace, &Default::default());
+        objects.iter().map(|o| o.value().clone()).collect()
     }
 
     /// Create an object directly, as a POST would (emits a watch event; not counted).
@@ -370,7 +372,8 @@ impl ApiServer {
         let def = self
             .def_for(group, plural)
             .ok_or_else(|| ApiError::new(404, "NotFound", format!("unknown resource {plural}")))?;
-        lock(&self.shared.store).create(&def, namespace, object, None)
+        let object = lock(&self.shared.store).create(&def, namespace, object, None)?;
+        Ok(object.value().clone())
     }
 
     /// Typed read of an object, e.g. `server.get::<Job>(Some("ns"), "name")`.

@@ -4,9 +4,10 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
-use std::ops::Bound;
-use std::sync::Arc;
+use std::ops::{Bound, Deref};
+use std::sync::{Arc, OnceLock};
 
+use axum::body::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
@@ -211,15 +212,50 @@ pub enum EventType {
     Deleted,
 }
 
+/// One version of a stored object, shared (never changed) by the store, the watch history and
+/// the responses that carry it; serialized at most once, when first sent.
+#[derive(Debug)]
+pub struct Object {
+    value: Value,
+    json: OnceLock<Bytes>,
+}
+
+impl Object {
+    pub fn new(value: Value) -> Arc<Self> {
+        Arc::new(Self {
+            value,
+            json: OnceLock::new(),
+        })
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+
+    /// The object as JSON text.
+    pub fn json(&self) -> &Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(self.value.to_string()))
+    }
+}
+
+impl Deref for Object {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        &self.value
+    }
+}
+
 /// One change, as retained in the watch history and broadcast to live watches.
 #[derive(Debug)]
 pub struct StoredEvent {
     pub key: String,
     pub namespace: String,
     pub etype: EventType,
-    pub object: Value,
+    pub object: Arc<Object>,
     /// The object before a modification (to turn selector transitions into ADDED/DELETED).
-    pub prev: Option<Value>,
+    pub prev: Option<Arc<Object>>,
     pub rv: u64,
 }
 
@@ -246,7 +282,7 @@ type ObjKey = (String, String, String);
 
 pub struct Store {
     pub resources: Vec<ResourceDef>,
-    objects: BTreeMap<ObjKey, Value>,
+    objects: BTreeMap<ObjKey, Arc<Object>>,
     pub rv: u64,
     pub history: VecDeque<Arc<StoredEvent>>,
     pub history_limit: usize,
@@ -359,33 +395,38 @@ fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
     }
 }
 
-/// The part of an object whose change bumps `metadata.generation`.
-fn generation_part(def: &ResourceDef, obj: &Value) -> Value {
+/// Whether the part of an object whose change bumps `metadata.generation` differs between
+/// `a` and `b`: `.spec` with a status subresource, else everything outside metadata and status.
+fn generation_changed(def: &ResourceDef, a: &Value, b: &Value) -> bool {
     if def.status_subresource {
-        return obj.get("spec").cloned().unwrap_or(Value::Null);
+        return a.get("spec").unwrap_or(&Value::Null) != b.get("spec").unwrap_or(&Value::Null);
     }
-    let mut o = obj.clone();
-    if let Value::Object(m) = &mut o {
-        for k in ["metadata", "status", "kind", "apiVersion"] {
-            m.remove(k);
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let counted = |(k, _): &(&String, &Value)| {
+                !matches!(k.as_str(), "metadata" | "status" | "kind" | "apiVersion")
+            };
+            !a.iter().filter(counted).eq(b.iter().filter(counted))
         }
+        _ => a != b,
     }
-    o
 }
 
-/// Strip what the manager tracking never owns from a full object before diffing.
-fn without_server_fields(obj: &Value) -> Value {
-    let mut o = obj.clone();
+/// The metadata fields the manager tracking can own.
+fn owned_metadata(field: &str) -> bool {
+    matches!(
+        field,
+        "labels" | "annotations" | "finalizers" | "ownerReferences"
+    )
+}
+
+/// Strip what the manager tracking never owns from an object.
+fn strip_server_fields(mut o: Value) -> Value {
     if let Value::Object(m) = &mut o {
         m.remove("kind");
         m.remove("apiVersion");
         if let Some(Value::Object(meta)) = m.get_mut("metadata") {
-            meta.retain(|k, _| {
-                matches!(
-                    k.as_str(),
-                    "labels" | "annotations" | "finalizers" | "ownerReferences"
-                )
-            });
+            meta.retain(|k, _| owned_metadata(k));
         }
         if m.get("metadata")
             .is_some_and(|meta| meta.as_object().is_some_and(Map::is_empty))
@@ -394,6 +435,122 @@ fn without_server_fields(obj: &Value) -> Value {
         }
     }
     o
+}
+
+/// The leaf paths of `strip_server_fields(obj)` (without `.status` when `skip_status`), read
+/// from `obj` itself. Those paths lead to the same values in `obj` as in the stripped copy,
+/// except the empty path (an object stripped down to `{}`).
+fn owned_leaf_paths(obj: &Value, skip_status: bool) -> FieldSet {
+    owned_leaf_paths_changed(obj, skip_status, None)
+}
+
+/// [`owned_leaf_paths`] without those under a top-level field (or owned metadata field) that
+/// is the same in `other`: none of them leads to a different value there. The empty path
+/// still stands for `obj` stripped down to `{}`.
+fn owned_leaf_paths_changed(obj: &Value, skip_status: bool, other: Option<&Value>) -> FieldSet {
+    let Value::Object(m) = obj else {
+        return apply::leaf_paths(obj);
+    };
+    let other_meta = other.and_then(|o| o.get("metadata"));
+    let mut out = FieldSet::new();
+    let mut prefix = Vec::new();
+    let mut stripped_empty = true;
+    for (k, v) in m {
+        match (k.as_str(), v) {
+            ("kind" | "apiVersion", _) => {}
+            ("status", _) if skip_status => {}
+            ("metadata", Value::Object(meta)) => {
+                prefix.push("f:metadata".to_string());
+                for (mk, mv) in meta.iter().filter(|(mk, _)| owned_metadata(mk)) {
+                    stripped_empty = false;
+                    if other_meta.and_then(|o| o.get(mk)) == Some(mv) {
+                        continue;
+                    }
+                    prefix.push(format!("f:{mk}"));
+                    apply::collect(mv, Some(mk), &mut prefix, &mut out);
+                    prefix.pop();
+                }
+                prefix.pop();
+            }
+            _ => {
+                stripped_empty = false;
+                if other.and_then(|o| o.get(k)) == Some(v) {
+                    continue;
+                }
+                prefix.push(format!("f:{k}"));
+                apply::collect(v, Some(k), &mut prefix, &mut out);
+                prefix.pop();
+            }
+        }
+    }
+    // Every field left contributes a path; none left is the empty object, one leaf.
+    if stripped_empty {
+        out.insert(Vec::new());
+    }
+    out
+}
+
+/// The owned leaf paths whose value changed from `old` to `new`, and those that went.
+fn changed_fields(old: &Value, new: &Value) -> (FieldSet, FieldSet) {
+    let odd_metadata = |o: &Value| o.get("metadata").is_some_and(|m| !m.is_object());
+    if odd_metadata(old) || odd_metadata(new) {
+        // `f:metadata` is a leaf of one and the parent of owned fields in the other: compare
+        // the stripped copies themselves.
+        let (old, new) = (
+            strip_server_fields(old.clone()),
+            strip_server_fields(new.clone()),
+        );
+        let changed = apply::leaf_paths(&new)
+            .into_iter()
+            .filter(|p| apply::get_path(&old, p) != apply::get_path(&new, p))
+            .collect();
+        let removed = apply::leaf_paths(&old)
+            .into_iter()
+            .filter(|p| apply::get_path(&new, p).is_none())
+            .collect();
+        return (changed, removed);
+    }
+    // Compared as with the server fields stripped: the empty path stands for a whole object
+    // stripped down to `{}`, which only differs from another one that is not. Fields the
+    // same in both objects can neither change nor go.
+    let before = owned_leaf_paths_changed(old, false, Some(new));
+    let changed = owned_leaf_paths_changed(new, false, Some(old))
+        .into_iter()
+        .filter(|p| match p.is_empty() {
+            true => !before.contains(p),
+            false => apply::get_path(old, p) != apply::get_path(new, p),
+        })
+        .collect();
+    let removed = before
+        .into_iter()
+        .filter(|p| !p.is_empty() && apply::get_path(new, p).is_none())
+        .collect();
+    (changed, removed)
+}
+
+/// Make `target` equal to `source`, copying only the parts that differ.
+fn assign(target: &mut Value, source: &Value) {
+    if let (Value::Object(t), Value::Object(s)) = (&mut *target, source) {
+        assign_map(t, s, None);
+    } else if *target != *source {
+        *target = source.clone();
+    }
+}
+
+/// [`assign`] for maps, leaving the `keep` entry of `target` as it is.
+fn assign_map(target: &mut Map<String, Value>, source: &Map<String, Value>, keep: Option<&str>) {
+    target.retain(|k, _| Some(k.as_str()) == keep || source.contains_key(k));
+    for (k, v) in source {
+        if Some(k.as_str()) == keep {
+            continue;
+        }
+        match target.get_mut(k) {
+            Some(t) => assign(t, v),
+            None => {
+                target.insert(k.clone(), v.clone());
+            }
+        }
+    }
 }
 
 impl Store {
@@ -490,7 +647,13 @@ impl Store {
         (def.key(), ns.to_string(), name.to_string())
     }
 
-    fn emit(&mut self, def: &ResourceDef, etype: EventType, object: Value, prev: Option<Value>) {
+    fn emit(
+        &mut self,
+        def: &ResourceDef,
+        etype: EventType,
+        object: Arc<Object>,
+        prev: Option<Arc<Object>>,
+    ) {
         let ev = Arc::new(StoredEvent {
             key: def.key(),
             namespace: meta_str(&object, "namespace").unwrap_or("").to_string(),
@@ -530,14 +693,14 @@ impl Store {
         self.rv
     }
 
-    pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Value> {
+    pub fn get(&self, def: &ResourceDef, ns: Option<&str>, name: &str) -> Result<Arc<Object>> {
         self.objects
             .get(&Self::obj_key(def, ns, name))
             .cloned()
             .ok_or_else(|| ApiError::not_found(def, name))
     }
 
-    pub fn list(&self, def: &ResourceDef, ns: Option<&str>, sel: &Selectors) -> Vec<Value> {
+    pub fn list(&self, def: &ResourceDef, ns: Option<&str>, sel: &Selectors) -> Vec<Arc<Object>> {
         self.list_page(def, ns, sel, None, None).0
     }
 
@@ -550,7 +713,7 @@ impl Store {
         sel: &Selectors,
         after: Option<(String, String)>,
         limit: Option<usize>,
-    ) -> (Vec<Value>, usize) {
+    ) -> (Vec<Arc<Object>>, usize) {
         // Objects are ordered by (resource, namespace, name): read only the range of this
         // resource (and namespace), not every object of every resource.
         let key = def.key();
@@ -566,7 +729,7 @@ impl Store {
         let page = matching
             .by_ref()
             .take(limit.unwrap_or(usize::MAX))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| Arc::clone(v))
             .collect();
         (page, matching.count())
     }
@@ -584,7 +747,7 @@ impl Store {
         ns: Option<&str>,
         mut body: Value,
         manager: Option<&str>,
-    ) -> Result<Value> {
+    ) -> Result<Arc<Object>> {
         if !body.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -655,16 +818,8 @@ impl Store {
                 subresource: String::new(),
                 api_version: def.api_version(),
                 time: time.clone(),
-                set: {
-                    // Status is not owned by the creator (kube-apiserver would have dropped it).
-                    let mut owned = without_server_fields(&body);
-                    if def.status_subresource
-                        && let Value::Object(m) = &mut owned
-                    {
-                        m.remove("status");
-                    }
-                    apply::leaf_paths(&owned)
-                },
+                // Status is not owned by the creator (kube-apiserver would have dropped it).
+                set: owned_leaf_paths(&body, def.status_subresource),
             };
             write_managed(&mut body, &[entry]);
         }
@@ -695,44 +850,79 @@ impl Store {
         meta.insert("generation".into(), json!(1));
         meta.remove("deletionTimestamp");
         meta.remove("deletionGracePeriodSeconds");
-        self.objects.insert(key, body.clone());
-        self.emit(def, EventType::Added, body.clone(), None);
-        Ok(body)
+        let object = Object::new(body);
+        self.objects.insert(key, Arc::clone(&object));
+        self.emit(def, EventType::Added, Arc::clone(&object), None);
+        Ok(object)
     }
 
-    /// Build the object that results from writing `candidate` over `old` through `sub`.
-    fn prepare(def: &ResourceDef, old: &Value, mut candidate: Value, sub: Option<&str>) -> Value {
+    /// Build the object that results from writing `candidate` over `old` through `sub`. With
+    /// `keep_managed` the candidate's `managedFields` stay (an apply computed them), else they
+    /// are `old`'s. What `old` contributes is copied only where the candidate differs.
+    fn prepare(
+        def: &ResourceDef,
+        old: &Value,
+        mut candidate: Value,
+        sub: Option<&str>,
+        keep_managed: bool,
+    ) -> Value {
         fold_string_data(def, &mut candidate);
-        let mut new = if sub == Some("status") {
-            let mut n = old.clone();
-            match candidate.get("status") {
-                Some(s) => n["status"] = s.clone(),
-                None => {
-                    if let Value::Object(m) = &mut n {
+        let mut new = if candidate.is_object() {
+            candidate
+        } else {
+            json!({})
+        };
+        if sub == Some("status") {
+            // The old object with the candidate's status.
+            match (&mut new, old) {
+                (Value::Object(n), Value::Object(o)) => {
+                    n.retain(|k, _| k == "status" || o.contains_key(k));
+                    for (k, v) in o.iter().filter(|(k, _)| *k != "status") {
+                        match (n.get_mut(k), v) {
+                            (Some(t), Value::Object(om)) if keep_managed && k == "metadata" => {
+                                if !t.is_object() {
+                                    *t = Value::Object(Map::new());
+                                }
+                                if let Value::Object(nm) = t {
+                                    assign_map(nm, om, Some("managedFields"));
+                                }
+                            }
+                            (Some(t), _) => assign(t, v),
+                            (None, _) => {
+                                let mut v = v.clone();
+                                if keep_managed
+                                    && k == "metadata"
+                                    && let Value::Object(m) = &mut v
+                                {
+                                    m.remove("managedFields");
+                                }
+                                n.insert(k.clone(), v);
+                            }
+                        }
+                    }
+                }
+                (n, o) => {
+                    let status = n.get("status").cloned();
+                    *n = o.clone();
+                    if let (Some(s), Value::Object(m)) = (status, &mut *n) {
+                        m.insert("status".into(), s);
+                    }
+                }
+            }
+        } else if def.status_subresource {
+            match (old.get("status"), new.get_mut("status")) {
+                (Some(s), Some(t)) => assign(t, s),
+                (Some(s), None) => new["status"] = s.clone(),
+                (None, _) => {
+                    if let Value::Object(m) = &mut new {
                         m.remove("status");
                     }
                 }
             }
-            n
-        } else {
-            let mut n = candidate;
-            if !n.is_object() {
-                n = json!({});
-            }
-            if def.status_subresource {
-                match old.get("status") {
-                    Some(s) => n["status"] = s.clone(),
-                    None => {
-                        if let Value::Object(m) = &mut n {
-                            m.remove("status");
-                        }
-                    }
-                }
-            }
-            n
-        };
+        }
         new["kind"] = json!(def.kind);
         new["apiVersion"] = json!(def.api_version());
+        let old_meta = old.get("metadata");
         let meta = meta_mut(&mut new);
         for f in [
             "name",
@@ -745,10 +935,18 @@ impl Store {
             "managedFields",
             "resourceVersion",
         ] {
-            match old.get("metadata").and_then(|m| m.get(f)) {
-                Some(v) => meta.insert(f.to_string(), v.clone()),
-                None => meta.remove(f),
-            };
+            if keep_managed && f == "managedFields" {
+                continue;
+            }
+            match (old_meta.and_then(|m| m.get(f)), meta.get_mut(f)) {
+                (Some(v), Some(t)) => assign(t, v),
+                (Some(v), None) => {
+                    meta.insert(f.to_string(), v.clone());
+                }
+                (None, _) => {
+                    meta.remove(f);
+                }
+            }
         }
         new
     }
@@ -762,16 +960,7 @@ impl Store {
         manager: &str,
         sub: Option<&str>,
     ) {
-        let before = without_server_fields(old);
-        let after = without_server_fields(new);
-        let changed: FieldSet = apply::leaf_paths(&after)
-            .into_iter()
-            .filter(|p| apply::get_path(&before, p) != apply::get_path(&after, p))
-            .collect();
-        let removed: FieldSet = apply::leaf_paths(&before)
-            .into_iter()
-            .filter(|p| apply::get_path(&after, p).is_none())
-            .collect();
+        let (changed, removed) = changed_fields(old, new);
         if changed.is_empty() && removed.is_empty() {
             return;
         }
@@ -805,13 +994,18 @@ impl Store {
 
     /// Store `new` over `old` unless nothing changed. Returns the stored object and whether
     /// anything changed.
-    fn commit_update(&mut self, def: &ResourceDef, old: Value, mut new: Value) -> (Value, bool) {
-        if new == old {
+    fn commit_update(
+        &mut self,
+        def: &ResourceDef,
+        old: Arc<Object>,
+        mut new: Value,
+    ) -> (Arc<Object>, bool) {
+        if new == *old.value() {
             return (old, false);
         }
         let old_gen = old.pointer("/metadata/generation").and_then(Value::as_i64);
         let gen_now = old_gen.unwrap_or(1);
-        let bump = generation_part(def, &old) != generation_part(def, &new);
+        let bump = generation_changed(def, &old, &new);
         let rv = self.next_rv();
         {
             let meta = meta_mut(&mut new);
@@ -825,14 +1019,15 @@ impl Store {
         let ns = meta_str(&new, "namespace").map(str::to_string);
         let key = Self::obj_key(def, ns.as_deref(), &name);
         let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+        let new = Object::new(new);
         if deleting && finalizers(&new).is_empty() {
             self.objects.remove(&key);
-            self.emit(def, EventType::Deleted, new.clone(), Some(old));
+            self.emit(def, EventType::Deleted, Arc::clone(&new), Some(old));
             self.collect_garbage(&new, false);
             return (new, true);
         }
-        self.objects.insert(key, new.clone());
-        self.emit(def, EventType::Modified, new.clone(), Some(old));
+        self.objects.insert(key, Arc::clone(&new));
+        self.emit(def, EventType::Modified, Arc::clone(&new), Some(old));
         (new, true)
     }
 
@@ -845,7 +1040,7 @@ impl Store {
         sub: Option<&str>,
         body: Value,
         manager: &str,
-    ) -> Result<(Value, bool)> {
+    ) -> Result<(Arc<Object>, bool)> {
         if !body.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -873,7 +1068,7 @@ impl Store {
             }
             _ => {}
         }
-        let mut new = Self::prepare(def, &old, body, sub);
+        let mut new = Self::prepare(def, &old, body, sub, false);
         if sub.is_none() {
             validate(def, name, &new)?;
         }
@@ -894,13 +1089,13 @@ impl Store {
         patch: Value,
         manager: Option<&str>,
         force: bool,
-    ) -> Result<(Value, bool, bool)> {
+    ) -> Result<(Arc<Object>, bool, bool)> {
         let existing = self.get(def, ns, name);
         if ptype == PatchType::Apply {
             return self.apply(def, ns, name, sub, existing, patch, manager, force);
         }
         let old = existing?;
-        let mut doc = old.clone();
+        let mut doc = old.value().clone();
         match ptype {
             PatchType::Merge => json_patch::merge(&mut doc, &patch),
             PatchType::Strategic => apply::strategic_merge(&mut doc, &patch),
@@ -922,7 +1117,7 @@ impl Store {
         if rv_of(&doc) != rv_of(&old) {
             return Err(ApiError::conflict(def, name));
         }
-        let mut new = Self::prepare(def, &old, doc, sub);
+        let mut new = Self::prepare(def, &old, doc, sub, false);
         if sub.is_none() {
             validate(def, name, &new)?;
         }
@@ -939,11 +1134,11 @@ impl Store {
         ns: Option<&str>,
         name: &str,
         sub: Option<&str>,
-        existing: Result<Value>,
+        existing: Result<Arc<Object>>,
         patch: Value,
         manager: Option<&str>,
         force: bool,
-    ) -> Result<(Value, bool, bool)> {
+    ) -> Result<(Arc<Object>, bool, bool)> {
         let manager = manager.ok_or_else(|| {
             ApiError::invalid(
                 def,
@@ -990,18 +1185,10 @@ impl Store {
             return Err(ApiError::conflict(def, name));
         }
         let merged = self.apply_merge(def, &old, sub, patch, manager, force)?;
-        let mut new = Self::prepare(def, &old, merged.clone(), sub);
+        // The merged object carries the applied managedFields.
+        let new = Self::prepare(def, &old, merged, sub, true);
         if sub.is_none() {
             validate(def, name, &new)?;
-        }
-        // `prepare` restores managedFields from the old object; take the applied ones.
-        match merged.pointer("/metadata/managedFields") {
-            Some(m) => {
-                meta_mut(&mut new).insert("managedFields".into(), m.clone());
-            }
-            None => {
-                meta_mut(&mut new).remove("managedFields");
-            }
         }
         let (obj, changed) = self.commit_update(def, old, new);
         Ok((obj, changed, false))
@@ -1020,7 +1207,7 @@ impl Store {
     ) -> Result<Value> {
         let name = meta_str(old, "name").unwrap_or("").to_string();
         // Reduce the configuration to what this endpoint may set.
-        let mut config = without_server_fields(&patch);
+        let mut config = strip_server_fields(patch);
         if let Value::Object(m) = &mut config {
             if sub == Some("status") {
                 m.retain(|k, _| k == "status");
@@ -1081,7 +1268,9 @@ impl Store {
         let pos = entries.iter().position(|e| {
             e.manager == manager && e.operation == "Apply" && e.subresource == sub_name
         });
-        let prev_set = pos.map(|i| entries[i].set.clone()).unwrap_or_default();
+        let prev_set = pos
+            .map(|i| std::mem::take(&mut entries[i].set))
+            .unwrap_or_default();
         for p in prev_set.difference(&new_set) {
             let owned_elsewhere = entries
                 .iter()
@@ -1093,10 +1282,10 @@ impl Store {
         }
         match pos {
             Some(i) => {
-                if entries[i].set != new_set {
-                    entries[i].set = new_set;
+                if prev_set != new_set {
                     entries[i].time = now_rfc3339();
                 }
+                entries[i].set = new_set;
             }
             None => entries.push(ManagedEntry {
                 manager: manager.to_string(),
@@ -1118,7 +1307,7 @@ impl Store {
         ns: Option<&str>,
         name: &str,
         opts: &DeleteOpts,
-    ) -> Result<(Value, bool)> {
+    ) -> Result<(Arc<Object>, bool)> {
         let old = self.get(def, ns, name)?;
         if let Some(uid) = &opts.precondition_uid
             && meta_str(&old, "uid") != Some(uid.as_str())
@@ -1143,23 +1332,25 @@ impl Store {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok((old, false));
             }
-            let mut new = old.clone();
+            let mut new = old.value().clone();
             let rv = self.next_rv();
             let meta = meta_mut(&mut new);
             meta.insert("deletionTimestamp".into(), json!(now_rfc3339()));
             meta.insert("deletionGracePeriodSeconds".into(), json!(0));
             meta.insert("resourceVersion".into(), json!(rv.to_string()));
             let key = Self::obj_key(def, ns, name);
-            self.objects.insert(key, new.clone());
-            self.emit(def, EventType::Modified, new.clone(), Some(old));
+            let new = Object::new(new);
+            self.objects.insert(key, Arc::clone(&new));
+            self.emit(def, EventType::Modified, Arc::clone(&new), Some(old));
             return Ok((new, true));
         }
         let key = Self::obj_key(def, ns, name);
         self.objects.remove(&key);
         let rv = self.next_rv();
-        let mut gone = old.clone();
+        let mut gone = old.value().clone();
         meta_mut(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
-        self.emit(def, EventType::Deleted, gone.clone(), Some(old));
+        let gone = Object::new(gone);
+        self.emit(def, EventType::Deleted, Arc::clone(&gone), Some(old));
         self.collect_garbage(&gone, orphan);
         if def.group.is_empty() && def.plural == "namespaces" {
             self.delete_namespace_contents(name);
@@ -1188,7 +1379,7 @@ impl Store {
         let Some(uid) = meta_str(owner, "uid").map(str::to_string) else {
             return;
         };
-        let dependents: Vec<(ObjKey, Value)> = self
+        let dependents: Vec<(ObjKey, Arc<Object>)> = self
             .objects
             .iter()
             .filter(|(_, o)| {
@@ -1199,7 +1390,7 @@ impl Store {
                             .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid.as_str()))
                     })
             })
-            .map(|(k, o)| (k.clone(), o.clone()))
+            .map(|(k, o)| (k.clone(), Arc::clone(o)))
             .collect();
         for ((rkey, ns, name), obj) in dependents {
             let Some(def) = self.def_by_key(&rkey) else {
@@ -1214,7 +1405,7 @@ impl Store {
                 .filter_map(|r| r.get("uid").and_then(Value::as_str))
                 .any(|u| u != uid && self.exists_uid(u));
             if orphan || other_owner_alive {
-                let mut new = obj.clone();
+                let mut new = obj.value().clone();
                 if let Some(Value::Array(refs)) = new.pointer_mut("/metadata/ownerReferences") {
                     refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
                 }
@@ -1243,5 +1434,191 @@ fn fold_string_data(def: &ResourceDef, body: &mut Value) {
     for (key, value) in strings {
         let text = value.as_str().unwrap_or_default();
         body["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn objects() -> Vec<Value> {
+        vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "uid": "u"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
+            json!({"kind": "X", "metadata": "odd", "status": {"phase": "A"}}),
+            json!({}),
+            json!({"metadata": {"name": "a", "labels": {}, "annotations": {"x": "1"},
+                   "ownerReferences": [{"uid": "o", "kind": "K"}], "managedFields": [{"manager": "m"}]},
+                   "spec": {"containers": [{"name": "c", "image": "i"}], "list": [], "map": {}},
+                   "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+            json!({"status": {"phase": "A"}}),
+            json!({"metadata": {"name": "b", "labels": {"x": "2"},
+                   "ownerReferences": [{"uid": "o", "kind": "K"}, {"uid": "p", "kind": "L"}]},
+                   "spec": {"containers": [{"name": "c", "image": "j"}, {"name": "d"}], "list": [1]},
+                   "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        ]
+    }
+
+    #[test]
+    fn owned_leaf_paths_are_those_of_the_stripped_copy() {
+        for obj in objects() {
+            for skip_status in [false, true] {
+                let mut stripped = strip_server_fields(obj.clone());
+                if skip_status && let Value::Object(m) = &mut stripped {
+                    m.remove("status");
+                }
+                assert_eq!(
+                    owned_leaf_paths(&obj, skip_status),
+                    apply::leaf_paths(&stripped),
+                    "{obj} (without status: {skip_status})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn changed_fields_are_those_of_the_stripped_copies() {
+        for old in objects() {
+            for new in objects() {
+                let before = strip_server_fields(old.clone());
+                let after = strip_server_fields(new.clone());
+                let changed: FieldSet = apply::leaf_paths(&after)
+                    .into_iter()
+                    .filter(|p| apply::get_path(&before, p) != apply::get_path(&after, p))
+                    .collect();
+                let removed: FieldSet = apply::leaf_paths(&before)
+                    .into_iter()
+                    .filter(|p| apply::get_path(&after, p).is_none())
+                    .collect();
+                assert_eq!(
+                    changed_fields(&old, &new),
+                    (changed, removed),
+                    "{old} -> {new}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn assign_makes_equal() {
+        let all = objects();
+        for source in &all {
+            for target in &all {
+                let mut t = target.clone();
+                assign(&mut t, source);
+                assert_eq!(&t, source);
+            }
+        }
+    }
+
+    /// `prepare` as it was written with whole copies of the old object.
+    fn prepare_by_copy(
+        def: &ResourceDef,
+        old: &Value,
+        candidate: Value,
+        sub: Option<&str>,
+        keep_managed: bool,
+    ) -> Value {
+        let managed = candidate.pointer("/metadata/managedFields").cloned();
+        let mut new = if sub == Some("status") {
+            let mut n = old.clone();
+            match candidate.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    n.as_object_mut().unwrap().remove("status");
+                }
+            }
+            n
+        } else {
+            let mut n = if candidate.is_object() {
+                candidate
+            } else {
+                json!({})
+            };
+            if def.status_subresource {
+                match old.get("status") {
+                    Some(s) => n["status"] = s.clone(),
+                    None => {
+                        n.as_object_mut().unwrap().remove("status");
+                    }
+                }
+            }
+            n
+        };
+        new["kind"] = json!(def.kind);
+        new["apiVersion"] = json!(def.api_version());
+        let meta = meta_mut(&mut new);
+        for f in [
+            "name",
+            "uid",
+            "generation",
+            "managedFields",
+            "resourceVersion",
+            "namespace",
+        ] {
+            match old.get("metadata").and_then(|m| m.get(f)) {
+                Some(v) => meta.insert(f.to_string(), v.clone()),
+                None => meta.remove(f),
+            };
+        }
+        if keep_managed {
+            match managed {
+                Some(m) => meta.insert("managedFields".into(), m),
+                None => meta.remove("managedFields"),
+            };
+        }
+        new
+    }
+
+    #[test]
+    fn prepare_copies_only_what_differs_with_the_same_result() {
+        let old = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "a", "uid": "u", "resourceVersion": "3", "labels": {"x": "1"},
+                         "managedFields": [{"manager": "old"}]},
+            "spec": {"containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running"}});
+        let candidates = [
+            old.clone(),
+            json!({"metadata": {"name": "a", "labels": {"y": "2"}, "managedFields": [{"manager": "new"}]},
+                   "spec": {"containers": [{"name": "c", "image": "j"}]}, "status": {"phase": "Failed"}}),
+            json!({"status": {"phase": "Failed"}, "extra": true}),
+            json!({"metadata": {"uid": "other", "generation": 7}}),
+            json!({"metadata": "odd", "status": null}),
+            json!("not an object"),
+        ];
+        for def in [
+            ResourceDef::new("", "v1", "pods", "Pod").with_status(),
+            ResourceDef::new("", "v1", "pods", "Pod"),
+        ] {
+            for candidate in &candidates {
+                for sub in [None, Some("status")] {
+                    for keep in [false, true] {
+                        assert_eq!(
+                            Store::prepare(&def, &old, candidate.clone(), sub, keep),
+                            prepare_by_copy(&def, &old, candidate.clone(), sub, keep),
+                            "{candidate} through {sub:?} (keep managedFields: {keep})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn generation_counts_spec_or_everything_but_metadata_and_status() {
+        let crd = builtin_resources().remove(0);
+        let cm = ResourceDef::new("", "v1", "configmaps", "ConfigMap");
+        let a = json!({"metadata": {"name": "a"}, "spec": {"x": 1}, "data": {"k": "v"}});
+        let b = json!({"metadata": {"name": "b"}, "spec": {"x": 1}, "status": {"y": 2}});
+        assert!(!generation_changed(&crd, &a, &b));
+        assert!(generation_changed(&cm, &a, &b));
+        let no_spec = json!({"spec": null});
+        assert!(!generation_changed(&crd, &json!({}), &no_spec));
+        assert!(generation_changed(&cm, &json!({}), &no_spec));
+        assert!(!generation_changed(
+            &cm,
+            &json!({"kind": "A"}),
+            &json!({"status": 1})
+        ));
     }
 }

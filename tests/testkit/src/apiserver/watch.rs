@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::Shared;
 use super::selector::Selectors;
-use super::store::{ApiError, EventType, ResourceDef, StoredEvent};
+use super::store::{ApiError, EventType, Object, ResourceDef, StoredEvent};
 
 pub(crate) struct WatchParams {
     pub namespace: Option<String>,
@@ -27,6 +27,19 @@ pub(crate) struct WatchParams {
 fn line(etype: &str, object: &Value) -> Bytes {
     let mut s = json!({"type": etype, "object": object}).to_string();
     s.push('\n');
+    Bytes::from(s)
+}
+
+/// The line of an event about a stored object: the same text as [`line`] (keys in order),
+/// made from the object's JSON as serialized once for every watcher.
+fn object_line(etype: &str, object: &Object) -> Bytes {
+    let json = object.json();
+    let mut s = Vec::with_capacity(json.len() + etype.len() + 24);
+    s.extend_from_slice(b"{\"object\":");
+    s.extend_from_slice(json);
+    s.extend_from_slice(b",\"type\":\"");
+    s.extend_from_slice(etype.as_bytes());
+    s.extend_from_slice(b"\"}\n");
     Bytes::from(s)
 }
 
@@ -118,14 +131,14 @@ pub(crate) fn start(
                 } else {
                     for ev in store.history.iter().filter(|e| e.rv > n) {
                         if let Some(t) = translate(ev, &key, ns.as_deref(), &p.selectors) {
-                            initial.push(line(t, &ev.object));
+                            initial.push(object_line(t, &ev.object));
                         }
                     }
                 }
             }
             _ => {
                 for obj in store.list(&def, ns.as_deref(), &p.selectors) {
-                    initial.push(line("ADDED", &obj));
+                    initial.push(object_line("ADDED", &obj));
                 }
                 if p.send_initial_events {
                     initial.push(bookmark(&def, store.rv, true));
@@ -171,7 +184,7 @@ pub(crate) fn start(
                         if ev.rv > last_rv {
                             last_rv = ev.rv;
                             if let Some(t) = translate(&ev, &key, ns.as_deref(), &p.selectors) {
-                                out.push(line(t, &ev.object));
+                                out.push(object_line(t, &ev.object));
                             }
                         }
                     }
@@ -189,7 +202,7 @@ pub(crate) fn start(
                             if ev.rv > last_rv {
                                 last_rv = ev.rv;
                                 if let Some(t) = translate(&ev, &key, ns.as_deref(), &p.selectors) {
-                                    out.push(line(t, &ev.object));
+                                    out.push(object_line(t, &ev.object));
                                 }
                             }
                         }
