@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use super::apply::{self, FieldSet};
+use super::apply::{self, FieldPath, FieldSet};
 use super::selector::Selectors;
 use super::validate::validate;
 
@@ -463,23 +463,13 @@ fn owned_leaf_paths_changed(obj: &Value, skip_status: bool, other: Option<&Value
                 prefix.push("f:metadata".to_string());
                 for (mk, mv) in meta.iter().filter(|(mk, _)| owned_metadata(mk)) {
                     stripped_empty = false;
-                    if other_meta.and_then(|o| o.get(mk)) == Some(mv) {
-                        continue;
-                    }
-                    prefix.push(format!("f:{mk}"));
-                    apply::collect(mv, Some(mk), &mut prefix, &mut out);
-                    prefix.pop();
+                    collect_field(mk, mv, other_meta, &mut prefix, &mut out);
                 }
                 prefix.pop();
             }
             _ => {
                 stripped_empty = false;
-                if other.and_then(|o| o.get(k)) == Some(v) {
-                    continue;
-                }
-                prefix.push(format!("f:{k}"));
-                apply::collect(v, Some(k), &mut prefix, &mut out);
-                prefix.pop();
+                collect_field(k, v, other, &mut prefix, &mut out);
             }
         }
     }
@@ -488,6 +478,23 @@ fn owned_leaf_paths_changed(obj: &Value, skip_status: bool, other: Option<&Value
         out.insert(Vec::new());
     }
     out
+}
+
+/// Add the leaf paths of the field `k` (value `v`) of a map at `prefix`, unless `other` (the
+/// same map in another object) has the same value there.
+fn collect_field(
+    k: &str,
+    v: &Value,
+    other: Option<&Value>,
+    prefix: &mut FieldPath,
+    out: &mut FieldSet,
+) {
+    if other.and_then(|o| o.get(k)) == Some(v) {
+        return;
+    }
+    prefix.push(format!("f:{k}"));
+    apply::collect(v, Some(k), prefix, out);
+    prefix.pop();
 }
 
 /// The owned leaf paths whose value changed from `old` to `new`, and those that went.
