@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 
-use super::{Failure, RegistryAuth};
+use super::{Failure, OPERATION_TIMEOUT, RegistryAuth};
 use crate::Error;
 use crate::conditions::reasons;
 
@@ -193,6 +193,17 @@ pub(super) fn into_error(
             message,
         },
     }
+}
+
+/// `call`, given at most [`OPERATION_TIMEOUT`].
+pub(super) async fn timed<T>(call: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::time::timeout(OPERATION_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+pub(super) fn timed_out() -> Failure {
+    Failure::Transient(format!("timed out after {}s", OPERATION_TIMEOUT.as_secs()))
 }
 
 #[cfg(test)]

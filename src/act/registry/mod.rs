@@ -51,7 +51,9 @@ pub use manifest::MANIFEST_MEDIA_TYPES;
 use crate::Error;
 use crate::conditions::reasons;
 use crate::metrics::Metrics;
-use answer::{describe_content_type, failure, into_error, read_bounded, redacted};
+use answer::{
+    describe_content_type, failure, into_error, read_bounded, redacted, timed, timed_out,
+};
 use manifest::{ACCEPT_MANIFESTS, MANIFEST_BODY_CAP, media_type_of, sha256_digest, shape_problem};
 use manifests::ManifestCache;
 pub use reference::is_sha256_digest;
@@ -449,16 +451,6 @@ fn header_digest(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(HeaderName::from_static(DOCKER_CONTENT_DIGEST))?;
     let digest = value.to_str().ok()?.trim();
     is_sha256_digest(digest).then(|| digest.to_string())
-}
-
-async fn timed<T>(call: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    tokio::time::timeout(OPERATION_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| Err(timed_out()))
-}
-
-fn timed_out() -> Failure {
-    Failure::Transient(format!("timed out after {}s", OPERATION_TIMEOUT.as_secs()))
 }
 
 #[cfg(test)]
