@@ -135,7 +135,18 @@ impl Context {
             Some(rv) if sb.resource_version().as_ref() != Some(&rv) => {
                 let namespace = sb.namespace().unwrap_or_default();
                 let api: Api<ServiceBuild> = Api::namespaced(self.client.clone(), &namespace);
-                Ok(api.get_opt(&sb.name_any()).await?.map_or(sb, Arc::new))
+                let read = api
+                    .get_opt(&sb.name_any())
+                    .await?
+                    .map_or(sb.clone(), Arc::new);
+                // The cached copy is the object as read now, so it holds our write: trust the
+                // cache again (the watch may have delivered our write before we noted it).
+                if read.resource_version() == sb.resource_version()
+                    && let Ok(mut written) = self.written.lock()
+                {
+                    written.remove(&key);
+                }
+                Ok(read)
             }
             _ => Ok(sb),
         }
