@@ -96,16 +96,20 @@ impl ManifestCache {
             entries.bytes -= old.manifest.body.len();
         }
         if entries.bytes + size > MAX_BYTES {
-            // Evict in bulk (the oldest quarter, by last use), so a full cache costs one sort
-            // per many insertions rather than a scan per insertion.
+            // Evict in bulk (at least the oldest quarter, by last use, and as many more as the
+            // new one needs), so a full cache costs one sort per many insertions rather than a
+            // scan per insertion.
             let mut by_use: Vec<(u64, Key)> = entries
                 .map
                 .iter()
                 .map(|(key, entry)| (entry.used, key.clone()))
                 .collect();
             by_use.sort_unstable_by_key(|(used, _)| *used);
-            let drop = by_use.len().div_ceil(4);
-            for (_, key) in by_use.into_iter().take(drop) {
+            let quarter = by_use.len().div_ceil(4);
+            for (dropped, (_, key)) in by_use.into_iter().enumerate() {
+                if dropped >= quarter && entries.bytes + size <= MAX_BYTES {
+                    break;
+                }
                 if let Some(gone) = entries.map.remove(&key) {
                     entries.bytes -= gone.manifest.body.len();
                 }
@@ -208,6 +212,22 @@ mod tests {
             cache.get_at(&key(fits), now).is_some(),
             "the new one is kept"
         );
+        // However the sizes mix, the bound holds: old small entries go until a large one fits.
+        let mixed = ManifestCache::default();
+        for n in 0..3 {
+            mixed.put_at(key(n), manifest(MAX_BYTES / 4), now);
+        }
+        for n in 3..100 {
+            mixed.put_at(key(n), manifest(100), now);
+        }
+        // The large ones were used last: the oldest quarter is all small ones.
+        for n in 0..3 {
+            assert!(mixed.get_at(&key(n), now).is_some());
+        }
+        mixed.put_at(key(100), manifest(MAX_BYTES / 4), now);
+        let (_, bytes) = mixed.bytes();
+        assert!(bytes <= MAX_BYTES, "{bytes}");
+        assert!(mixed.get_at(&key(100), now).is_some());
         // A manifest too large to be worth keeping is not kept.
         cache.put_at(key(fits + 1), manifest(MAX_BYTES / 4 + 1), now);
         assert!(cache.get_at(&key(fits + 1), now).is_none());
