@@ -88,27 +88,27 @@ pub async fn one_changed(
     // placed as its build would push it); every other service's image gets the commit's tag
     // from monoship.
     let changed = service(changed);
-    let rev2 = fixture.commit(std::slice::from_ref(&changed), label);
+    let revision = fixture.commit(std::slice::from_ref(&changed), label);
     setup
         .mount(&fleet.image_b, &repository_path(&changed))
         .await?;
     setup
-        .tag(&fleet.image_b, &repository_path(&changed), short(&rev2))
+        .tag(&fleet.image_b, &repository_path(&changed), short(&revision))
         .await?;
     let fetches_before = fixture.controller_fetches();
     let cpu_before = cpu_split(fixture, fleet)?;
     api.reset_counters();
     let mark = registry.mark();
     let started = Instant::now();
-    let rev2_ref = &rev2;
+    let revision_ref = &revision;
     fleet
         .for_each(32, |name| async move {
-            set_revision(client, &name, rev2_ref).await
+            set_revision(client, &name, revision_ref).await
         })
         .await?;
     let patch_seconds = started.elapsed().as_secs_f64();
     for name in fleet.services() {
-        fleet.revisions.insert(name, rev2.clone());
+        fleet.revisions.insert(name, revision.clone());
     }
     let settled = wait_settled(client, &fleet.revisions, settle_limit(fleet.count)).await?;
     let settle_seconds = started.elapsed().as_secs_f64();
@@ -130,7 +130,7 @@ pub async fn one_changed(
         })
         .collect();
     Ok(Commit {
-        revision: rev2,
+        revision,
         api_requests,
         writes: api.writes(),
         requests: registry.requests_since(mark),

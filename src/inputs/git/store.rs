@@ -271,7 +271,10 @@ impl Trees {
         }
         if entries.len() <= MAX_TREE_ENTRIES {
             cached.1 += entries.len();
-            cached.0.insert(id, entries.clone());
+            // Another lookup may have read the same directory meanwhile.
+            if let Some(twin) = cached.0.insert(id, entries.clone()) {
+                cached.1 -= twin.len();
+            }
         }
         Ok(entries)
     }
