@@ -59,7 +59,7 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
 }
 
 /// The next step, when it does not depend on the wanted build's Job: an invalid spec, a
-/// suspended ServiceBuild, a finished build, or a reuse. `None`: the Job decides. The reconcile
+/// suspended ServiceBuild, a finished build, inputs still being read, or a reuse. `None`: the Job decides. The reconcile
 /// reads the Job only then, so a skipped build costs no Job read. Never looks at
 /// `observed.job`.
 pub fn decide_without_job(observed: &Observed<'_>) -> Option<Plan> {
@@ -117,9 +117,15 @@ pub fn decide_without_job(observed: &Observed<'_>) -> Option<Plan> {
             message: build.message.clone().unwrap_or_default(),
         });
     }
-    // Inputs equal to a recorded build's: reuse its digest, even when a Job of this revision is
-    // still there (a rollback to a revision built before).
     if recorded.is_none() && observed.tag_claimed_by.is_none() {
+        // The inputs decide whether a Job is wanted at all: until they are read, no Job is
+        // read or created, even one already there (the fetch that ends, or fails, wakes this
+        // ServiceBuild; a fetch is bounded in time).
+        if matches!(observed.inputs, Inputs::Pending) {
+            return Some(Plan::AwaitInputs);
+        }
+        // Inputs equal to a recorded build's: reuse its digest, even when a Job of this
+        // revision is still there (a rollback to a revision built before).
         return reuse(observed);
     }
     None
@@ -175,7 +181,7 @@ pub fn decide_by_job(observed: &Observed<'_>) -> Plan {
 /// The wanted build is not recorded and has no Job: build it, or reuse the digest of a recorded
 /// build with the same input key. The rebuild annotation and `build.skipUnchanged: false`
 /// always build; inputs that could not be read build too (never skip on doubt). Either way the
-/// inputs are waited for, so that the build knows its key.
+/// inputs were waited for ([`decide_without_job`]), so that the build knows its key.
 fn build_or_reuse(observed: &Observed<'_>) -> Plan {
     match observed.inputs {
         Inputs::Pending => Plan::AwaitInputs,
@@ -291,7 +297,7 @@ mod tests {
             ("same inputs, rebuild token: build", Fixture::new().build(keyed(OLD, D1, "k1")).rebuild("2").inputs(known("k1")), Missing, Plan::CreateJob),
             ("same inputs, skipping off: build", Fixture::new().build(keyed(OLD, D1, "k1")).skip_unchanged(false).inputs(known("k1")), Missing, Plan::CreateJob),
             ("same inputs as a failed build: build", Fixture::new().build(BuildStatus { input_key: Some("k1".into()), ..build(OLD, None, None, true) }).inputs(known("k1")), Missing, Plan::CreateJob),
-            ("inputs being fetched, Job already there: await the Job", Fixture::new().inputs(Inputs::Pending), Running, Plan::AwaitJob),
+            ("inputs being fetched, Job already there: the inputs first, the Job unread", Fixture::new().inputs(Inputs::Pending), Running, Plan::AwaitInputs),
             ("inputs of an older build, its Job still there: reuse", Fixture::new().build(keyed(OLD, D2, "k2")).current(current(D2, true)).status(|s| s.history = vec![entry("k1")]).inputs(known("k1")), Succeeded, reuse(D1, "3333333333333333333333333333333333333333")),
             ("inputs being fetched, tag claimed: stall first", Fixture::new().claimed_by("apple").inputs(Inputs::Pending), Missing,
                 Plan::Stall { reason: "ImageTagClaimed", message: format!("ServiceBuild shop/apple, created earlier, also pushes to r.example/banana:{}; two builds must not push to one tag, so this one does not build: give it another image.repository or image.revisionTag", &REV[..12]) }),
