@@ -345,6 +345,21 @@ fn plain(status: StatusCode, message: String) -> Response {
         .unwrap_or_default()
 }
 
+/// `git` as a path: a program named by a bare name under a cleared environment that sets
+/// `PATH` is started by `fork`, which copies the page tables of this (test or bench) process on
+/// every request; a path lets the standard library spawn it without that copy.
+fn git_program() -> &'static Path {
+    static GIT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    GIT.get_or_init(|| {
+        std::env::var_os("PATH")
+            .iter()
+            .flat_map(std::env::split_paths)
+            .map(|dir| dir.join("git"))
+            .find(|path| path.is_file())
+            .unwrap_or_else(|| "git".into())
+    })
+}
+
 /// One `git http-backend` run.
 struct Cgi<'a> {
     root: &'a Path,
@@ -359,7 +374,7 @@ struct Cgi<'a> {
 
 impl Cgi<'_> {
     async fn run(self, body: Bytes) -> Result<Response, String> {
-        let mut command = tokio::process::Command::new("git");
+        let mut command = tokio::process::Command::new(git_program());
         command
             .arg("http-backend")
             .env_clear()
