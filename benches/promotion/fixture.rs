@@ -4,8 +4,9 @@
 
 mod controller;
 mod registry;
+mod settle;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,13 +18,12 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use monoship_testkit::apiserver::{ApiServer, ApiServerConfig, WriteRecord};
 use monoship_testkit::git::GitRepo;
 use monoship_testkit::git_server::{GitServer, GitServerOptions};
 use monoship_testkit::jobrunner::{HookDecision, JobRunner, JobRunnerOptions};
 use monoship_testkit::registry::TestRegistry;
-use monoship_testkit::scenario::{servicebuild_resource, settled_at};
+use monoship_testkit::scenario::servicebuild_resource;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -31,6 +31,7 @@ pub use controller::{Controller, kib_field, process_cpu_seconds};
 pub use registry::{
     Image, Setup, blob_bytes, build_image, classes, classes_text, noise, skopeo_copy,
 };
+pub use settle::wait_settled;
 
 use crate::report::Report;
 use crate::{Outcome, fail};
@@ -381,78 +382,6 @@ pub fn phase(object: &Value) -> &str {
 pub fn settle_limit(count: usize) -> Duration {
     let quarters = u32::try_from(count.div_ceil(2500)).unwrap_or(u32::MAX);
     Duration::from_secs(600) * quarters.max(1)
-}
-
-/// Wait until the ServiceBuilds of `revisions` (by name) are settled at their revisions, or fail
-/// after `timeout`. Returns every ServiceBuild as it was then.
-///
-/// It watches rather than polls: a poll lists every ServiceBuild, which at 1000 costs the API
-/// server and the bench more CPU than the controller spends on a commit, on the same cores.
-pub async fn wait_settled(
-    client: &Client,
-    revisions: &HashMap<String, String>,
-    timeout: Duration,
-) -> Outcome<Vec<Value>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut objects: HashMap<String, Value> = HashMap::new();
-    let mut settled: HashSet<String> = HashSet::new();
-    let mut listing = false;
-    // With a backoff: an error is retried after a pause, not at once in a loop.
-    let stream = watcher(servicebuilds(client), watcher::Config::default()).default_backoff();
-    let mut stream = std::pin::pin!(stream);
-    loop {
-        let event = match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => {
-                let stuck: Vec<_> = revisions
-                    .keys()
-                    .filter(|name| !settled.contains(*name))
-                    .take(3)
-                    .map(|name| (name.clone(), objects.get(name).map(|o| o["status"].clone())))
-                    .collect();
-                return fail(format!(
-                    "only {} of {} ServiceBuilds settled within {timeout:?}: {stuck:#?}",
-                    settled.len(),
-                    revisions.len()
-                ));
-            }
-            Ok(None) => return fail("the ServiceBuild watch ended"),
-            // The watcher lists and watches again by itself after an error.
-            Ok(Some(Err(_))) => continue,
-            Ok(Some(Ok(event))) => event,
-        };
-        let mut apply = |object: DynamicObject| -> Outcome<()> {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            let value = serde_json::to_value(object)?;
-            let done = revisions
-                .get(&name)
-                .is_some_and(|rev| settled_at(&value, rev));
-            if done {
-                settled.insert(name.clone());
-            } else {
-                settled.remove(&name);
-            }
-            objects.insert(name, value);
-            Ok(())
-        };
-        match event {
-            watcher::Event::Init => {
-                listing = true;
-                objects.clear();
-                settled.clear();
-            }
-            watcher::Event::InitApply(object) => apply(object)?,
-            watcher::Event::InitDone => listing = false,
-            watcher::Event::Apply(object) => apply(object)?,
-            watcher::Event::Delete(object) => {
-                let name = object.metadata.name.unwrap_or_default();
-                settled.remove(&name);
-                objects.remove(&name);
-            }
-        }
-        if !listing && settled.len() == revisions.len() {
-            return Ok(objects.into_values().collect());
-        }
-    }
 }
 
 /// The build Jobs created among `writes`.
