@@ -38,6 +38,10 @@ use std::time::Instant;
 use fixture::{Fixture, Fleet, progress};
 use report::Report;
 
+/// Commits P3 measures as the first a new controller process sees, and then in a row.
+const P3_RUNS_AFTER_RESTART: usize = 3;
+const P3_RUNS_NEXT: usize = 5;
+
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 type Outcome<T> = Result<T, Failure>;
 
@@ -82,13 +86,25 @@ async fn run(started: Instant) -> Outcome<()> {
     let p2 = p2::measure(&mut report, &fixture, &mut fleet).await?;
     let p1b = p1b::measure(&mut report, &fixture, &mut fleet).await?;
     let p5 = p5::measure(&mut report, &fixture, &mut fleet).await?;
-    let p3 = p3::measure(&mut report, &fixture, &mut fleet, count / 2, "rev2", "p3").await?;
-    let p3_next = p3::measure(
+    let p3 = p3::measure_runs(
         &mut report,
         &fixture,
         &mut fleet,
-        count / 2 + 1,
-        "rev3",
+        count / 2,
+        2,
+        P3_RUNS_AFTER_RESTART,
+        true,
+        "p3",
+    )
+    .await?;
+    let p3_next = p3::measure_runs(
+        &mut report,
+        &fixture,
+        &mut fleet,
+        count / 2 + P3_RUNS_AFTER_RESTART,
+        2 + P3_RUNS_AFTER_RESTART,
+        P3_RUNS_NEXT,
+        false,
         "p3_next",
     )
     .await?;
@@ -96,9 +112,9 @@ async fn run(started: Instant) -> Outcome<()> {
 
     progress("baselines: skopeo copy and redeploys");
     let p1b_base = p1b::baseline(&mut report, &fixture, &p1b).await?;
-    let p3_base = p3::baseline(&mut report, &fixture, &fleet, &p3).await?;
+    let p3_base = p3::baseline(&mut report, &fixture, &fleet, &p3.median).await?;
     // A resync of the same commit re-applies the Deployments P3's baseline just wrote.
-    let p2_base = p2::baseline(&mut report, &fixture, &fleet, &p3.revision).await?;
+    let p2_base = p2::baseline(&mut report, &fixture, &fleet, &p3.median.revision).await?;
 
     p1b::rows(&mut report, count, &p1b, &p1b_base, &p3_base.writes);
     p2::rows(&mut report, count, &p2, &p2_base);
