@@ -59,9 +59,9 @@ pub fn decide(observed: &Observed<'_>) -> Plan {
 }
 
 /// The next step, when it does not depend on the wanted build's Job: an invalid spec, a
-/// suspended ServiceBuild, a finished build, inputs still being read, or a reuse. `None`: the Job decides. The reconcile
-/// reads the Job only then, so a skipped build costs no Job read. Never looks at
-/// `observed.job`.
+/// suspended ServiceBuild, a finished build, inputs still being read, or a reuse. `None`: the
+/// Job decides. The reconcile reads the Job only then, so a skipped build costs no Job read.
+/// Never looks at `observed.job`.
 pub fn decide_without_job(observed: &Observed<'_>) -> Option<Plan> {
     let Observed {
         namespace,
