@@ -86,28 +86,20 @@ async fn run(started: Instant) -> Outcome<()> {
     let p2 = p2::measure(&mut report, &fixture, &mut fleet).await?;
     let p1b = p1b::measure(&mut report, &fixture, &mut fleet).await?;
     let p5 = p5::measure(&mut report, &fixture, &mut fleet).await?;
-    let p3 = p3::measure_runs(
-        &mut report,
-        &fixture,
-        &mut fleet,
-        count / 2,
-        2,
-        P3_RUNS_AFTER_RESTART,
-        true,
-        "p3",
-    )
-    .await?;
-    let p3_next = p3::measure_runs(
-        &mut report,
-        &fixture,
-        &mut fleet,
-        count / 2 + P3_RUNS_AFTER_RESTART,
-        2 + P3_RUNS_AFTER_RESTART,
-        P3_RUNS_NEXT,
-        false,
-        "p3_next",
-    )
-    .await?;
+    let after_restart = p3::Commits {
+        changed: count / 2,
+        first: 2,
+        runs: P3_RUNS_AFTER_RESTART,
+        restart: true,
+    };
+    let p3 = p3::measure_runs(&mut report, &fixture, &mut fleet, after_restart, "p3").await?;
+    let in_a_row = p3::Commits {
+        changed: count / 2 + P3_RUNS_AFTER_RESTART,
+        first: 2 + P3_RUNS_AFTER_RESTART,
+        runs: P3_RUNS_NEXT,
+        restart: false,
+    };
+    let p3_next = p3::measure_runs(&mut report, &fixture, &mut fleet, in_a_row, "p3_next").await?;
     fleet.stop().await;
 
     progress("baselines: skopeo copy and redeploys");

@@ -172,23 +172,33 @@ pub struct Runs {
     pub jobs: Vec<usize>,
 }
 
-/// [`measure`] `runs` times, each at a new commit (`rev<first>`, `rev<first + 1>`, …) changing
-/// another service (from the `changed`-th on); with `restart`, every run but the first starts
-/// with a new controller process (after its no-op resync), so that each is the first commit a
-/// controller sees. The median run's figures go to the raw output under `key`, with every run's
-/// settle time. One run on this shared 2-core machine moves by a fifth or more from the next,
-/// hence several.
-#[allow(clippy::too_many_arguments)]
+/// Which commits a P3 measure runs: `runs` of them, at `rev<first>`, `rev<first + 1>`, …, each
+/// changing another service (the `changed`-th, then the next, …); with `restart`, every run but
+/// the first starts with a new controller process (after its no-op resync), so that each is the
+/// first commit a controller sees.
+pub struct Commits {
+    pub changed: usize,
+    pub first: usize,
+    pub runs: usize,
+    pub restart: bool,
+}
+
+/// [`measure`] each of `commits`. The median run's figures go to the raw output under `key`,
+/// with every run's settle time. One run on this shared 2-core machine moves by a fifth or more
+/// from the next, hence several.
 pub async fn measure_runs(
     report: &mut Report,
     fixture: &Fixture,
     fleet: &mut Fleet,
-    changed: usize,
-    first: usize,
-    runs: usize,
-    restart: bool,
+    commits: Commits,
     key: &str,
 ) -> Outcome<Runs> {
+    let Commits {
+        changed,
+        first,
+        runs,
+        restart,
+    } = commits;
     let mut measured = Vec::with_capacity(runs);
     for run in 0..runs {
         if restart && run > 0 {
