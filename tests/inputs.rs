@@ -276,6 +276,11 @@ async fn a_commit_builds_only_the_services_whose_inputs_changed() {
         assert_eq!(phase(by_name(&third, service)), "Unchanged");
         assert_eq!(deployment_writes(seed, service), 0);
     }
+    assert_eq!(
+        seed.api.requests("get", "deployments"),
+        0,
+        "both targets were found pinned less than a resync period ago: none is read"
+    );
 
     // Back to commit 1: banana's inputs match its first build, whose image is still there.
     seed.api.reset_counters();
@@ -346,6 +351,62 @@ async fn a_commit_builds_only_the_services_whose_inputs_changed() {
     assert!(
         !serde_json::to_string(&fifth).unwrap().contains(PASSWORD),
         "the password shows nowhere"
+    );
+    controller.stop().await;
+}
+
+/// Commits whose builds reuse the current digest read no target, and they do not put off the
+/// resync's check either: a target edited by hand is re-pinned within about one resync period
+/// while such commits keep arriving faster than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drift_is_re_pinned_while_commits_that_reuse_the_digest_keep_coming() {
+    let served = Served::start().await;
+    let seed = &served.seed;
+    let resync = Duration::from_secs(2);
+    let controller = common::start(seed, resync).await;
+    let rev1 = served.push();
+    seed.set_revision(&rev1).await;
+    seed.settled(&rev1).await;
+    let pinned = seed.deployment_image("orange").await;
+
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(seed.client.clone(), NAMESPACE);
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "example.org/hotfix:1"}]}}}});
+    deployments
+        .patch(
+            "orange",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Strategic(&patch),
+        )
+        .await
+        .unwrap();
+    let edited = std::time::Instant::now();
+    let mut commits = 0;
+    while seed.deployment_image("orange").await != pinned {
+        assert!(
+            edited.elapsed() < resync * 4,
+            "not re-pinned {:?} after the edit, {commits} commits later",
+            edited.elapsed()
+        );
+        seed.change_nothing_built(&format!("A monorepo, edition {commits}.\n"));
+        let revision = served.push();
+        seed.set_revision(&revision).await;
+        commits += 1;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let orange = common::wait_for(seed, "orange", "the drift reported", |o| {
+        o["status"]["targets"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("example.org/hotfix:1"))
+    })
+    .await;
+    assert_eq!(orange["status"]["targets"][0]["inSync"], true);
+    assert!(
+        events(seed, "orange")
+            .await
+            .iter()
+            .any(|(reason, note)| reason == "TargetDrifted" && note.contains("hotfix")),
+        "a TargetDrifted Event"
     );
     controller.stop().await;
 }

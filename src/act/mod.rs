@@ -67,7 +67,7 @@ impl From<Result<Outcome>> for Acted {
 
 impl Actor<'_> {
     /// Carry out `plan`. Plans that are only recorded (a stall, a failure, the start of a
-    /// promotion) act on nothing.
+    /// promotion, a steady state whose targets were checked recently) act on nothing.
     pub async fn act(&self, plan: &Plan, observed: &Observed<'_>) -> Acted {
         match plan {
             Plan::Stall { .. }
@@ -75,7 +75,8 @@ impl Actor<'_> {
             | Plan::AwaitJob
             | Plan::AwaitInputs
             | Plan::RecordFailure { .. }
-            | Plan::StartPromotion { .. } => Acted::default(),
+            | Plan::StartPromotion { .. }
+            | Plan::Steady { .. } => Acted::default(),
             Plan::CreateJob => {
                 let previous = observed.status.build.as_ref().map(|b| b.job_name.as_str());
                 let previous = previous.filter(|name| !name.is_empty());

@@ -1,6 +1,6 @@
 //! What every reconcile shares: the clients, the Event recorder, the caches this replica keeps
-//! (last status writes, backoff counts, the ServiceBuild and Monorepo stores, branch polls) and
-//! the git input fetcher.
+//! (last status writes, backoff counts, target checks, the ServiceBuild and Monorepo stores,
+//! branch polls) and the git input fetcher.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +13,7 @@ use tracing::warn;
 
 use super::Settings;
 use super::by_repository::ByRepository;
+use super::resync::TargetChecks;
 use crate::Result;
 use crate::act::registry::RegistryClient;
 use crate::act::targets::nomad::NomadClients;
@@ -44,6 +45,8 @@ pub struct Context {
     pub(super) monorepos: Mutex<Option<Store<Monorepo>>>,
     /// When each Monorepo's branch was last read (one entry per Monorepo with a `ref`).
     pub(super) polls: Mutex<HashMap<ObjectRef<Monorepo>, std::time::Instant>>,
+    /// When each settled ServiceBuild's targets were last found pinned.
+    pub(super) target_checks: TargetChecks,
 }
 
 impl Context {
@@ -86,6 +89,7 @@ impl Context {
             inputs,
             monorepos: Mutex::new(None),
             polls: Mutex::new(HashMap::new()),
+            target_checks: TargetChecks::default(),
         }
     }
 
@@ -194,6 +198,7 @@ impl Context {
         if let Ok(mut written) = self.written.lock() {
             written.remove(&key);
         }
+        self.target_checks.forget(&key);
         self.forget_failures(sb);
     }
 
@@ -206,6 +211,7 @@ impl Context {
         if let Ok(mut failures) = self.failures.lock() {
             failures.retain(|key, _| exists(key));
         }
+        self.target_checks.retain(&exists);
         // Branch polls of Monorepos that are gone.
         let monorepos = self.monorepos.lock().ok().and_then(|m| m.clone());
         if let (Some(store), Ok(mut polls)) = (monorepos, self.polls.lock()) {
@@ -220,7 +226,7 @@ impl Context {
     pub fn tracked(&self) -> usize {
         let written = self.written.lock().map_or(0, |w| w.len());
         let failures = self.failures.lock().map_or(0, |f| f.len());
-        written.max(failures)
+        written.max(failures).max(self.target_checks.len())
     }
 
     /// A reconcile that succeeded starts the backoff over.

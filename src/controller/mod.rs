@@ -9,6 +9,7 @@ mod events;
 mod monorepo;
 mod observe;
 mod reconcile;
+mod resync;
 
 pub use context::Context;
 
@@ -136,6 +137,8 @@ pub async fn run(
             () = waiting.wait_for(true) => {}
         }
         info!("leading: starting the controller");
+        // Another replica led in between: every target is read again on its first reconcile.
+        context.target_checks.retain(|_| false);
         // The ServiceBuild watch also tells the Monorepo controller which follower changed: one
         // watch of ServiceBuilds, not one per controller.
         let (followers_changed, follower_changes) = futures::channel::mpsc::unbounded();

@@ -14,6 +14,7 @@ use serde_json::json;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::observe::{Followed, accepting_namespaces, follow_monorepo, read_inputs, tag_claimant};
+use super::resync::resync_of;
 use super::{Context, STALLED_RETRY};
 use crate::act::build::{diagnose, find_job, observe_job, report, wanted_build};
 use crate::act::{Acted, Actor};
@@ -121,6 +122,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
     } else {
         tag_claimant(ctx, &sb, &namespace, &wanted).await?
     };
+    let checked = ctx.target_checks.fresh(&sb, std::time::Instant::now());
     let facts = Facts {
         sb: &sb,
         namespace: &namespace,
@@ -129,6 +131,7 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         accepting_namespaces: &accepting,
         tag_claimed_by: claimant.as_deref(),
         inputs: &inputs,
+        targets_checked: checked.as_ref().map(|c| c.digest.as_str()),
     };
     let mut status = read;
     let now = Time(jiff::Timestamp::now());
@@ -157,6 +160,9 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
         debug!(?plan, "decided");
         let Acted { outcome, error } = actor.act(&plan, &observed).await;
         count_target_writes(ctx, &outcome);
+        let (period, read_at) = (ctx.settings.resync, std::time::Instant::now());
+        let checks = &ctx.target_checks;
+        checks.note(&sb, &plan, &outcome, error.is_some(), read_at, period);
         let fault = error.as_ref().map(Fault::from);
         let recorded = record(&observed, &plan, &outcome, fault.as_ref(), &now);
         let failed = recorded.status.phase == Some(Phase::Failed);
@@ -184,11 +190,13 @@ async fn reconcile_inner(sb: &Arc<ServiceBuild>, ctx: &Context) -> Result<(Actio
                 Some((Action::requeue(POD_CHECK), failed))
             }
             Plan::CreateJob | Plan::AwaitJob | Plan::Promote { .. } | Plan::Settle { .. } => {
-                let resync = jittered(
-                    ctx.settings.resync,
-                    &format!("{namespace}/{}", sb.name_any()),
-                );
-                Some((Action::requeue(resync), failed))
+                Some((Action::requeue(resync_of(ctx.settings.resync, &sb)), failed))
+            }
+            // The targets are read once the period of their last check ends.
+            Plan::Steady { .. } => {
+                let due_in = checked.as_ref().map(|c| c.due_in);
+                let due_in = due_in.unwrap_or_else(|| resync_of(ctx.settings.resync, &sb));
+                Some((Action::requeue(due_in), failed))
             }
             // The fetch that ends wakes this ServiceBuild; the requeue is a backstop.
             Plan::AwaitInputs => Some((Action::requeue(INPUTS_WAIT), false)),
@@ -239,6 +247,7 @@ async fn stall_before_pipeline(
         accepting_namespaces: &[],
         tag_claimed_by: None,
         inputs: &inputs,
+        targets_checked: None,
     };
     let plan = Plan::Stall {
         reason: fault.reason,
@@ -274,6 +283,7 @@ struct Facts<'a> {
     accepting_namespaces: &'a [String],
     tag_claimed_by: Option<&'a str>,
     inputs: &'a Inputs,
+    targets_checked: Option<&'a str>,
 }
 
 impl<'a> Facts<'a> {
@@ -290,6 +300,7 @@ impl<'a> Facts<'a> {
             accepting_namespaces: self.accepting_namespaces,
             tag_claimed_by: self.tag_claimed_by,
             inputs: self.inputs,
+            targets_checked: self.targets_checked,
         }
     }
 }
@@ -334,19 +345,6 @@ async fn why_stuck(ctx: &Context, namespace: &str, job: &Job, now: &Time) -> Opt
             None
         }
     }
-}
-
-/// `period` plus up to a tenth of it, chosen by `key`: settled ServiceBuilds are looked at again
-/// spread over time rather than all at once, every period.
-pub fn jittered(period: Duration, key: &str) -> Duration {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let spread = u64::try_from((period / 10).as_millis()).unwrap_or(u64::MAX);
-    if spread == 0 {
-        return period;
-    }
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    period + Duration::from_millis(hasher.finish() % spread)
 }
 
 /// A spec mistake, or a tag found on another digest than the build reported, waits for the spec
@@ -456,37 +454,5 @@ impl Writer<'_> {
         let reference = self.sb.object_ref(&());
         let notes: Vec<Note> = self.events.drain(..).collect();
         self.ctx.publish(&reference, notes).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resyncs_are_spread_over_a_tenth_of_the_period() {
-        let period = Duration::from_secs(600);
-        let delays: std::collections::BTreeSet<_> = (0..200)
-            .map(|i| jittered(period, &format!("shop/service-{i}")))
-            .collect();
-        assert!(
-            delays
-                .iter()
-                .all(|d| *d >= period && *d < period + period / 10)
-        );
-        assert!(
-            delays.len() > 190,
-            "spread, not in lockstep: {}",
-            delays.len()
-        );
-        assert_eq!(
-            jittered(period, "shop/banana"),
-            jittered(period, "shop/banana"),
-            "stable for one ServiceBuild"
-        );
-        assert_eq!(
-            jittered(Duration::from_millis(5), "x"),
-            Duration::from_millis(5)
-        );
     }
 }

@@ -44,6 +44,10 @@ pub enum Plan {
     Promote { digest: String },
     /// The build's digest is current and promoted: keep targets pinned to it (re-pin drift).
     Settle { digest: String },
+    /// As [`Plan::Settle`], but this replica found every target pinned to the digest less
+    /// than a resync period ago and the status shows each in sync: nothing is read until that
+    /// period ends (a commit that reuses the current digest reads no target).
+    Steady { digest: String },
 }
 
 impl Plan {
@@ -102,7 +106,11 @@ pub fn decide_without_job(observed: &Observed<'_>) -> Option<Plan> {
                 if c.promoted_at.is_some()
                     && spec.image.tags.iter().all(|t| c.tags.contains(t)) =>
             {
-                Plan::Settle { digest }
+                if targets_checked(observed, &digest) {
+                    Plan::Steady { digest }
+                } else {
+                    Plan::Settle { digest }
+                }
             }
             Some(_) => Plan::Promote { digest },
         });
@@ -129,6 +137,27 @@ pub fn decide_without_job(observed: &Observed<'_>) -> Option<Plan> {
         return reuse(observed);
     }
     None
+}
+
+/// Whether settling `digest` needs no target read: this replica found every target pinned to
+/// it less than a resync period ago ([`Observed::targets_checked`]), and the status still
+/// shows each target of the spec in sync at it.
+fn targets_checked(observed: &Observed<'_>, digest: &str) -> bool {
+    let Observed {
+        namespace,
+        spec,
+        status,
+        ..
+    } = *observed;
+    observed.targets_checked == Some(digest)
+        && spec.targets.len() == status.targets.len()
+        && spec.targets.iter().all(|target| {
+            let id = target.id(namespace);
+            status
+                .targets
+                .iter()
+                .any(|t| t.target == id && t.in_sync && t.digest.as_deref() == Some(digest))
+        })
 }
 
 /// The next step, read from the wanted build's Job, when [`decide_without_job`] gave none.
@@ -256,6 +285,20 @@ mod tests {
             skipped: false,
             at: at(1),
         };
+        let steady = |d: &str| Plan::Steady { digest: d.into() };
+        // The status after a check that found the one target pinned to `digest`.
+        let in_sync = |digest: &str, in_sync: bool| {
+            let target = crate::api::TargetStatus {
+                target: TARGET.into(),
+                digest: Some(digest.into()),
+                in_sync,
+                ..crate::api::TargetStatus::default()
+            };
+            Fixture::new()
+                .build(build(REV, None, Some(D1), false))
+                .current(current(D1, true))
+                .status(|s| s.targets = vec![target])
+        };
         let no_latest = || CurrentStatus {
             tags: vec![],
             ..current(D1, true)
@@ -286,6 +329,13 @@ mod tests {
             ("new digest: record it before anything moves", Fixture::new().build(build(REV, None, Some(D2), false)).current(current(D1, true)), Missing, start(D2)),
             ("new digest recorded: promote", Fixture::new().build(build(REV, None, Some(D2), false)).current(current(D2, false)), Missing, promote(D2)),
             ("same digest, promoted: settle (unchanged)", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, true)), Missing, settle(D1)),
+            ("same digest, targets found pinned within the period: steady, nothing read", in_sync(D1, true).targets_checked(D1), Missing, steady(D1)),
+            ("targets checked at another digest: settle", in_sync(D1, true).targets_checked(D2), Missing, settle(D1)),
+            ("targets checked, but the status shows one out of sync: settle", in_sync(D1, false).targets_checked(D1), Missing, settle(D1)),
+            ("targets checked, but the status has another digest: settle", in_sync(D2, true).targets_checked(D1), Missing, settle(D1)),
+            ("targets checked, but a target was added since: settle", in_sync(D1, true).targets_checked(D1).status(|s| s.targets[0].target = "Deployment/shop/other:app".into()), Missing, settle(D1)),
+            ("a check is due (none within the period): settle", in_sync(D1, true), Missing, settle(D1)),
+            ("targets checked, promotion not finished: promote", in_sync(D1, true).targets_checked(D1).current(current(D1, false)), Missing, promote(D1)),
             ("promotion interrupted: resume", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, false)), Missing, promote(D1)),
             ("a tag added after promotion: resume", Fixture::new().build(build(REV, None, Some(D1), false)).current(no_latest()), Missing, promote(D1)),
             ("digest known: the job no longer matters", Fixture::new().build(build(REV, None, Some(D1), false)).current(current(D1, true)), failed(), settle(D1)),

@@ -90,6 +90,7 @@ pub struct Fixture {
     pub wanted: WantedBuild,
     pub tag_claimed_by: Option<String>,
     pub inputs: Inputs,
+    pub targets_checked: Option<String>,
 }
 
 impl Fixture {
@@ -113,7 +114,14 @@ impl Fixture {
             },
             tag_claimed_by: None,
             inputs: Inputs::NotRead,
+            targets_checked: None,
         }
+    }
+
+    /// This replica found every target pinned to `digest` less than a resync period ago.
+    pub fn targets_checked(mut self, digest: &str) -> Self {
+        self.targets_checked = Some(digest.into());
+        self
     }
 
     pub fn inputs(mut self, inputs: Inputs) -> Self {
@@ -173,6 +181,7 @@ impl Fixture {
             accepting_namespaces: &[],
             tag_claimed_by: self.tag_claimed_by.as_deref(),
             inputs: &self.inputs,
+            targets_checked: self.targets_checked.as_deref(),
         }
     }
 }

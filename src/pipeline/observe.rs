@@ -106,6 +106,9 @@ pub struct Observed<'a> {
     pub tag_claimed_by: Option<&'a str>,
     /// The wanted build's inputs, read while it is not recorded yet.
     pub inputs: &'a Inputs,
+    /// The digest this replica found every target pinned to less than a resync period ago,
+    /// with the targets and image repository the spec names now; `None` once a check is due.
+    pub targets_checked: Option<&'a str>,
 }
 
 impl Observed<'_> {

@@ -94,6 +94,8 @@ pub fn record(
                 step.settled(digest);
             }
         }
+        // The targets were not read: their entries stay as the last check left them.
+        (Plan::Steady { digest }, _) => step.settled(digest),
         // A step that did not get as far as an outcome records only its fault.
         _ => {}
     }

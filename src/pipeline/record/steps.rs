@@ -290,6 +290,25 @@ fn a_skipped_build_is_recorded_then_settles_unchanged() {
         [],
         "no DigestResolved and no Unchanged for a skipped build: BuildSkipped said it"
     );
+    // Steady (every target found pinned within the period) records the same, the target
+    // entries left as they were.
+    let steady = Plan::Steady { digest: D1.into() };
+    let steady = record(
+        &next.observed(&job),
+        &steady,
+        &Outcome::Nothing,
+        None,
+        &at(NOW + 1),
+    );
+    assert_eq!(steady.status.targets, next.status.targets);
+    assert_eq!(
+        crate::api::ServiceBuildStatus {
+            targets: settled.status.targets.clone(),
+            ..steady.status
+        },
+        settled.status
+    );
+    assert_eq!(steady.events, []);
 }
 
 /// A rollback by reuse: the ServiceBuild whose own promotion moved the digest back stays
