@@ -49,6 +49,12 @@ pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Actio
     );
     let started = std::time::Instant::now();
     let outcome = reconcile_inner(&sb, &ctx).instrument(span).await;
+    if outcome.is_err() {
+        // What a step found of the targets may not be on the status (its write failed): the
+        // next reconcile reads them again.
+        ctx.target_checks
+            .forget(&kube::runtime::reflector::ObjectRef::from_obj(sb.as_ref()));
+    }
     let result = match &outcome {
         Ok((_, true)) => "stalled",
         Ok(_) => "ok",

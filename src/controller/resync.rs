@@ -218,4 +218,53 @@ mod tests {
         checks.forget(&ObjectRef::from_obj(&sb));
         assert_eq!(checks.fresh(&sb, later), None, "forgotten");
     }
+
+    #[test]
+    fn only_a_step_that_found_every_target_pinned_starts_a_period() {
+        use crate::pipeline::outcome::{Fault, PinOutcome};
+        let checks = TargetChecks::default();
+        let period = Duration::from_secs(600);
+        let sb = servicebuild("banana", "r.example/banana", "banana");
+        let now = Instant::now();
+        let fresh = || checks.fresh(&sb, now).map(|c| c.digest);
+        let target = |result| TargetOutcome {
+            id: "Deployment/shop/banana:app".into(),
+            kind: "kubernetes",
+            image: "r.example/banana@sha256:aa".into(),
+            result,
+        };
+        let settle = Plan::Settle {
+            digest: "sha256:aa".into(),
+        };
+        let settled = |result| Outcome::Settled {
+            targets: vec![target(result)],
+        };
+        let pinned = || settled(Ok(PinOutcome::AlreadyPinned));
+        checks.note(&sb, &settle, &pinned(), false, now, period);
+        assert_eq!(fresh().as_deref(), Some("sha256:aa"));
+        // A step that reads no target and did not fail leaves the check as it is.
+        checks.note(&sb, &Plan::AwaitJob, &Outcome::Nothing, false, now, period);
+        assert_eq!(fresh().as_deref(), Some("sha256:aa"));
+        let refused = Err(Fault::transient("TargetError", "forbidden"));
+        checks.note(&sb, &settle, &settled(refused), true, now, period);
+        assert_eq!(fresh(), None, "a target failed");
+        checks.note(&sb, &settle, &pinned(), false, now, period);
+        checks.note(&sb, &Plan::AwaitJob, &Outcome::Nothing, true, now, period);
+        assert_eq!(fresh(), None, "a step failed");
+        let promote = Plan::Promote {
+            digest: "sha256:bb".into(),
+        };
+        let promoted = Outcome::Promoted {
+            tags: Vec::new(),
+            targets: Some(vec![target(Ok(PinOutcome::AlreadyPinned))]),
+        };
+        checks.note(&sb, &promote, &promoted, false, now, period);
+        assert_eq!(
+            fresh().as_deref(),
+            Some("sha256:bb"),
+            "a promotion pinned it"
+        );
+        checks.note(&sb, &promote, &promoted, true, now, period);
+        assert_eq!(fresh(), None, "a tag of the promotion failed");
+    }
 }
