@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kube::ResourceExt;
 use kube::runtime::reflector::ObjectRef;
 
-use crate::api::{ServiceBuild, Target};
+use crate::api::ServiceBuild;
 use crate::pipeline::decide::Plan;
 use crate::pipeline::outcome::{Outcome, TargetOutcome};
 
@@ -47,9 +47,22 @@ pub struct TargetChecks {
 /// One ServiceBuild's last check: what was pinned where, and when the next check is due.
 struct Check {
     digest: String,
-    repository: String,
-    targets: Vec<Target>,
+    /// [`pinned_where`] of the spec checked.
+    spec: u64,
     due: Instant,
+}
+
+/// A hash of what a check depends on in the spec: the image repository and the targets (a
+/// hash, not a copy, keeps an entry to a few dozen bytes; two target lists that collide only
+/// put off one check to the end of its period).
+fn pinned_where(sb: &ServiceBuild) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    sb.spec.image.repository.hash(&mut hasher);
+    serde_json::to_vec(&sb.spec.targets)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A check that is not due yet.
@@ -68,7 +81,7 @@ impl TargetChecks {
         let checks = self.checks.lock().ok()?;
         let check = checks.get(&ObjectRef::from_obj(sb))?;
         let due_in = check.due.checked_duration_since(now)?;
-        let same = check.repository == sb.spec.image.repository && check.targets == sb.spec.targets;
+        let same = check.spec == pinned_where(sb);
         (same && !due_in.is_zero()).then(|| Checked {
             digest: check.digest.clone(),
             due_in,
@@ -81,8 +94,7 @@ impl TargetChecks {
         if let Ok(mut checks) = self.checks.lock() {
             let check = Check {
                 digest: digest.to_owned(),
-                repository: sb.spec.image.repository.clone(),
-                targets: sb.spec.targets.clone(),
+                spec: pinned_where(sb),
                 due: now + resync_of(period, sb),
             };
             checks.insert(ObjectRef::from_obj(sb), check);
