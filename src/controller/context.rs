@@ -198,7 +198,7 @@ impl Context {
         if let Ok(mut written) = self.written.lock() {
             written.remove(&key);
         }
-        self.target_checks.forget(&key);
+        self.target_checks.forget(sb);
         self.forget_failures(sb);
     }
 

@@ -52,8 +52,7 @@ pub async fn reconcile(sb: Arc<ServiceBuild>, ctx: Arc<Context>) -> Result<Actio
     if outcome.is_err() {
         // What a step found of the targets may not be on the status (its write failed): the
         // next reconcile reads them again.
-        ctx.target_checks
-            .forget(&kube::runtime::reflector::ObjectRef::from_obj(sb.as_ref()));
+        ctx.target_checks.forget(&sb);
     }
     let result = match &outcome {
         Ok((_, true)) => "stalled",

@@ -119,7 +119,7 @@ impl TargetChecks {
                 targets: Some(targets),
                 ..
             } => targets,
-            _ if failed => return self.forget(&ObjectRef::from_obj(sb)),
+            _ if failed => return self.forget(sb),
             _ => return,
         };
         let digest = match plan {
@@ -130,14 +130,14 @@ impl TargetChecks {
             Some(digest) if !failed && targets.iter().all(|t| t.result.is_ok()) => {
                 self.checked(sb, digest, now, period);
             }
-            _ => self.forget(&ObjectRef::from_obj(sb)),
+            _ => self.forget(sb),
         }
     }
 
     /// The next reconcile of `sb` reads its targets.
-    pub fn forget(&self, sb: &ObjectRef<ServiceBuild>) {
+    pub fn forget(&self, sb: &ServiceBuild) {
         if let Ok(mut checks) = self.checks.lock() {
-            checks.remove(sb);
+            checks.remove(&ObjectRef::from_obj(sb));
         }
     }
 
@@ -227,7 +227,7 @@ mod tests {
         checks.retain(|key| key.name != "banana");
         assert_eq!(checks.len(), 0);
         checks.checked(&sb, "sha256:aa", start, period);
-        checks.forget(&ObjectRef::from_obj(&sb));
+        checks.forget(&sb);
         assert_eq!(checks.fresh(&sb, later), None, "forgotten");
     }
 
