@@ -79,7 +79,6 @@ impl TestRegistry {
     async fn start_inner(htpasswd: Option<(&str, &str)>) -> Self {
         install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir for the registry");
-        let backend_port = free_port();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the registry proxy");
         let proxy_port = listener.local_addr().expect("proxy address").port();
 
@@ -97,66 +96,21 @@ impl TestRegistry {
             }
             None => String::new(),
         };
-        let root = dir.path().join("storage");
-        let config = format!(
-            "version: 0.1\n\
-             log:\n  level: info\n  accesslog:\n    disabled: false\n\
-             storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{backend_port}\n  host: http://127.0.0.1:{proxy_port}\n\
-             {auth}",
-            root = root.display(),
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("write registry config");
-        let log_path = dir.path().join("registry.log");
-        let log = std::fs::File::create(&log_path).expect("registry log file");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("start docker-registry (apt-get install -y docker-registry)");
+        let (child, backend_port) = start_backend(dir.path(), proxy_port, &auth).await;
 
         let requests: Log = Arc::default();
         let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel();
         spawn_proxy(listener, backend_port, requests.clone(), shutdown_rx);
 
-        let mut registry = Self {
+        // The proxy's listener is bound already: a request made now waits for it to accept.
+        Self {
             child,
             dir,
             proxy_port,
             backend_port,
             requests,
             shutdown: Some(shutdown),
-        };
-        registry.wait_ready().await;
-        registry.reset_requests();
-        registry
-    }
-
-    async fn wait_ready(&mut self) {
-        let client = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{}/v2/", self.proxy_port);
-        for _ in 0..200 {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("docker-registry exited with {status}:\n{}", self.log());
-            }
-            if let Ok(response) = client.get(&url).send().await {
-                // 200 anonymous, 401 with auth: either way the registry answers.
-                if response.status() == StatusCode::OK
-                    || response.status() == StatusCode::UNAUTHORIZED
-                {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "docker-registry did not answer GET /v2/ within 10s:\n{}",
-            self.log()
-        );
     }
 
     /// `127.0.0.1:PORT` of the recording proxy; use it as the registry host.
@@ -254,6 +208,66 @@ impl TestRegistry {
             })
             .collect()
     }
+}
+
+/// Start `docker-registry` on a free port with its storage and log in `dir`, and wait until it
+/// answers. The port was free a moment before the registry binds it; another process that takes
+/// it in between makes the registry exit ("address already in use"), and it starts again on
+/// another port.
+async fn start_backend(dir: &std::path::Path, proxy_port: u16, auth: &str) -> (Child, u16) {
+    const ATTEMPTS: usize = 5;
+    let root = dir.join("storage");
+    let log_path = dir.join("registry.log");
+    for attempt in 1..=ATTEMPTS {
+        let backend_port = free_port();
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  accesslog:\n    disabled: false\n\
+             storage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{backend_port}\n  host: http://127.0.0.1:{proxy_port}\n\
+             {auth}",
+            root = root.display(),
+        );
+        let config_path = dir.join("config.yml");
+        std::fs::write(&config_path, config).expect("write registry config");
+        let log = std::fs::File::create(&log_path).expect("registry log file");
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry (apt-get install -y docker-registry)");
+        let url = format!("http://127.0.0.1:{backend_port}/v2/");
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if log.contains("address already in use") && attempt < ATTEMPTS {
+                    break;
+                }
+                panic!("docker-registry exited with {status}:\n{log}");
+            }
+            // 200 anonymous, 401 with auth: either way the registry answers.
+            if let Ok(response) = client.get(&url).send().await
+                && (response.status() == StatusCode::OK
+                    || response.status() == StatusCode::UNAUTHORIZED)
+            {
+                return (child, backend_port);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if child.try_wait().ok().flatten().is_none() {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            panic!("docker-registry did not answer GET /v2/ within 10s:\n{log}");
+        }
+    }
+    panic!(
+        "docker-registry found no free port in {ATTEMPTS} attempts:\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    )
 }
 
 impl Drop for TestRegistry {
